@@ -1,0 +1,111 @@
+"""Built-in architectures, looked up by ``model_name`` with ``model_kwargs``.
+
+``MODELS`` maps a name to a constructor; ``build_model`` turns constructor problems into
+ConfigError messages that name the config key; ``register_model`` adds an architecture.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+from collections.abc import Callable, Mapping
+
+from torch import nn
+
+from bioloop.errors import ConfigError
+from bioloop.models.unet import UNet
+
+__all__ = ["MODELS", "UNet", "build_model", "register_model"]
+
+
+def _unet_with_dims(dims: int) -> Callable[..., nn.Module]:
+    """A UNet constructor with ``dims`` fixed (and removed from its signature)."""
+
+    def make(**kwargs) -> nn.Module:
+        return UNet(dims=dims, **kwargs)
+
+    sig = inspect.signature(UNet)
+    make.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[p for name, p in sig.parameters.items() if name != "dims"])
+    make.__name__ = make.__qualname__ = f"unet_{dims}d"
+    make.__doc__ = f"UNet with dims={dims}; see bioloop.models.unet.UNet."
+    return make
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "2d_unet": _unet_with_dims(2),
+    "3d_unet": _unet_with_dims(3),
+}
+
+
+def register_model(name: str, fn: Callable[..., nn.Module], *, overwrite: bool = False) -> None:
+    """Make ``fn(**model_kwargs) -> nn.Module`` available as ``model_name = name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a model name must be a non-empty string (got {name!r})")
+    if not callable(fn):
+        raise TypeError(f"model {name!r}: the constructor must be callable (got {fn!r})")
+    if name in MODELS and not overwrite:
+        raise ValueError(f"model {name!r} is already registered; pass overwrite=True to replace it")
+    MODELS[name] = fn
+
+
+def _quoted(names) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _tokens(text: str) -> str:
+    """Lower-case letter/digit runs, sorted: 'unet2d' and '2d_unet' both give '2dunet'."""
+    return "".join(sorted(re.findall(r"[a-z]+|\d+", text.lower())))
+
+
+def _did_you_mean(name: str, choices) -> str:
+    """' (did you mean 'x'?)' for the closest choice (ties go to the first), else ''."""
+    def score(choice: str) -> float:
+        return max(difflib.SequenceMatcher(None, name.lower(), choice.lower()).ratio(),
+                   difflib.SequenceMatcher(None, _tokens(name), _tokens(choice)).ratio())
+
+    best = max(choices, key=score, default=None)
+    return f" (did you mean '{best}'?)" if best is not None and score(best) >= 0.6 else ""
+
+
+def _accepted_kwargs(fn: Callable) -> list[str] | None:
+    """Keyword names ``fn`` accepts, or None when it takes ``**kwargs`` (or has no signature)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def build_model(name: str, kwargs: Mapping | None, *, where: str) -> nn.Module:
+    """Build the registered model ``name`` with ``kwargs``; problems raise ConfigError.
+
+    ``where`` prefixes every message, e.g. ``"train.py: model_kwargs"``.
+    """
+    if not isinstance(name, str) or name not in MODELS:
+        fix = f"choose one of {_quoted(MODELS)}"
+        if isinstance(name, str):
+            fix += _did_you_mean(name, MODELS)
+        raise ConfigError.at(where, "unknown model_name", got=name, fix=fix)
+    kwargs = {} if kwargs is None else kwargs
+    if not isinstance(kwargs, Mapping):
+        raise ConfigError.at(where, "model_kwargs must be a dict", got=kwargs,
+                             fix="write model_kwargs = {'name': value, ...}")
+    fn = MODELS[name]
+    accepted = _accepted_kwargs(fn)
+    if accepted is not None:
+        bad = [k for k in kwargs if k not in accepted]
+        if bad:
+            listed = ", ".join(f"{k!r}{_did_you_mean(str(k), accepted)}" for k in bad)
+            raise ConfigError.at(
+                where, f"model '{name}' does not accept {listed}",
+                got=dict(kwargs), fix=f"accepted arguments are {_quoted(accepted)}")
+    try:
+        return fn(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError.at(where, f"model '{name}' rejected its arguments: {exc}",
+                             fix="fix model_kwargs") from exc

@@ -1,0 +1,83 @@
+"""Python entry points: the same operations as the CLI, as function calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from bioloop.errors import CheckpointError
+
+
+def load_config(path, overrides: Iterable[str] = ()):
+    """Run a config file and return its validated settings object."""
+    from bioloop.config.loader import load_config as _load
+
+    return _load(path, tuple(overrides))
+
+
+def _as_config(cfg, overrides: Iterable[str] = ()):
+    if isinstance(cfg, (str, Path)):
+        return load_config(cfg, overrides)
+    if overrides:
+        raise TypeError("overrides apply to config files; pass a path, or change the settings object itself")
+    return cfg
+
+
+def train(cfg, overrides: Iterable[str] = (), *, quiet: bool = False) -> dict[str, Any]:
+    """Train the task a config describes; returns a summary (epochs, best metrics, paths)."""
+    from bioloop.engine.trainer import train as _train
+
+    return _train(_as_config(cfg, overrides), quiet=quiet)
+
+
+def trained_checkpoint(cfg, checkpoint: str | None = None) -> Path:
+    """The checkpoint prediction uses: the given file, else the run's best, else its latest."""
+    from bioloop.engine.checkpoint import CheckpointManager
+
+    if checkpoint:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise CheckpointError.at(str(path), "checkpoint file not found", fix="check --checkpoint")
+        return path
+    manager = CheckpointManager(cfg.checkpoint_dir, model_name=cfg.model_name, filename_template=cfg.checkpoint_template)
+    path = manager.best() or manager.latest()
+    if path is None:
+        raise CheckpointError.at(str(cfg.checkpoint_dir), "no trained checkpoint found",
+                                 fix="train first (`bioloop train CONFIG`) or pass --checkpoint FILE; "
+                                     "bioloop never predicts with untrained weights")
+    return path
+
+
+def load_trained_model(cfg, checkpoint: str | None = None, *, device: str | None = None):
+    """(model with trained weights on its device, checkpoint extras, checkpoint path)."""
+    from bioloop.engine.checkpoint import apply_model_state, load_checkpoint
+    from bioloop.engine.runtime import resolve_device
+    from bioloop.tasks import get_task
+
+    task = get_task(cfg.task)
+    path = trained_checkpoint(cfg, checkpoint)
+    target = resolve_device(device if device is not None else cfg.device)
+    state = load_checkpoint(path, map_location=target)
+    if state.get("task") not in (None, cfg.task):
+        raise CheckpointError.at(str(path), f"checkpoint is for task '{state.get('task')}', not '{cfg.task}'")
+    model = task.build_model(cfg)
+    apply_model_state(model, state["model"], path=path)
+    return model.to(target).eval(), dict(state.get("extras") or {}), path
+
+
+def predict(cfg, overrides: Iterable[str] = (), *, checkpoint: str | None = None, device: str | None = None,
+            **options) -> Path:
+    """Run the trained model over new data (options are the task's: input, output, roi, ...)."""
+    from bioloop.tasks import get_task
+
+    cfg = _as_config(cfg, overrides)
+    model, extras, _ = load_trained_model(cfg, checkpoint, device=device)
+    return get_task(cfg.task).predict(cfg, model, extras=extras, **options)
+
+
+def evaluate(cfg, overrides: Iterable[str] = (), **options) -> dict[str, Any]:
+    """Score predictions against ground truth (options are the task's: prediction, truth, ...)."""
+    from bioloop.tasks import get_task
+
+    cfg = _as_config(cfg, overrides)
+    return get_task(cfg.task).evaluate(cfg, **options)

@@ -1,0 +1,208 @@
+"""The `bioloop` command. Every command is thin: parse -> api call -> summary.
+
+Errors map once, here: ConfigError -> exit 2, other BioloopError -> exit 1 (message only);
+a config file that raises shows the user's own traceback; anything else is a bug and
+shows a full traceback. torch is imported only inside commands, so --help is fast.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from bioloop._version import __version__
+
+_EXAMPLES = Path(__file__).parent / "examples"
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        from bioloop.errors import BioloopError, ConfigExecutionError
+
+        try:
+            return super().invoke(ctx)
+        except ConfigExecutionError as exc:
+            click.echo(exc.user_traceback.rstrip(), err=True)
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except BioloopError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+_override = click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                         help="Override a setting (repeatable; dotted keys reach into sections).")
+_quiet = click.option("-q", "--quiet", is_flag=True, help="No progress bars or progress messages.")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bioloop")
+def cli():
+    """Train, predict and evaluate deep-learning models for biological imaging from one config file."""
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@_override
+@click.option("--devices", type=click.IntRange(min=1), default=None,
+              help="Processes to train with (DDP; one per GPU, or CPU processes with gloo).")
+@_quiet
+def train(config, overrides, devices, quiet):
+    """Train the model a CONFIG file describes (resumes by default: load_model = 'latest')."""
+    if devices and devices > 1 and "WORLD_SIZE" not in os.environ:
+        sys.exit(_launch_distributed(config, overrides, devices, quiet))
+    from bioloop import api
+
+    result = api.train(config, overrides, quiet=quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_train_summary(result)
+
+
+def _launch_distributed(config, overrides, devices, quiet) -> int:
+    """Re-run this command under torchrun with ``devices`` processes on this machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
+               "-m", "bioloop", "train", str(config)]
+    for item in overrides:
+        command += ["-s", item]
+    if quiet:
+        command.append("--quiet")
+    click.echo(f"launching {devices} processes: {' '.join(command[2:])}", err=True)
+    return subprocess.call(command)
+
+
+def _print_train_summary(result):
+    click.echo(f"trained {result['epochs_completed']} epochs ({result['optimizer_steps']} optimizer steps)")
+    for metric, info in result["best"].items():
+        click.echo(f"best {metric}: {info['value']:.4f} at epoch {info['epoch']}")
+    click.echo(f"checkpoints: {result['checkpoint_dir']}")
+    click.echo(f"logs:        {result['run_dir']}  (tensorboard --logdir {result['run_dir']})")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--input", "input_path", required=True, help="Raw volume: an OME-NGFF group/array (local or s3://).")
+@click.option("--output", "output_path", required=True, help="Output OME-NGFF zarr folder.")
+@click.option("--roi", default=None, help="World region in nm: 'z0:z1,y0:y1,x0:x1' (default: the whole volume).")
+@click.option("--checkpoint", default=None, help="Checkpoint file (default: the run's best, else its latest).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per forward pass.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@_override
+@_quiet
+def predict(config, input_path, output_path, roi, checkpoint, batch_size, overwrite, overrides, quiet):
+    """Predict a volume with a trained model; writes probabilities per class."""
+    from bioloop import api
+
+    path = api.predict(config, overrides, checkpoint=checkpoint, input=input_path, output=output_path, roi=roi,
+                       batch_size=batch_size, overwrite=overwrite, show_progress=not quiet)
+    click.echo(f"prediction written to {path}")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--prediction", required=True, help="Prediction written by `bioloop predict`.")
+@click.option("--truth", required=True, help="Ground-truth crop group (one array group per class).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Probability threshold (default: config).")
+@click.option("--report", default=None, help="Also write the scores to this JSON file.")
+@_override
+def evaluate(config, prediction, truth, threshold, report, overrides):
+    """Score a prediction against ground truth and print a table per class."""
+    from bioloop import api
+
+    result = api.evaluate(config, overrides, prediction=prediction, truth=truth, threshold=threshold, report=report)
+    click.echo(result["table"])
+    if report:
+        click.echo(f"report written to {report}")
+
+
+@cli.group(name="config", cls=_Group)
+def config_group():
+    """Inspect and validate config files."""
+
+
+@config_group.command("show")
+@click.argument("config", type=click.Path(dir_okay=False))
+@_override
+def config_show(config, overrides):
+    """Print every resolved setting (defaults included; '*' marks values the file or -s changed)."""
+    from bioloop import api
+    from bioloop.config.resolved import format_settings
+
+    cfg = api.load_config(config, overrides)
+    click.echo(f"# {config} (task: {cfg.task}); '*' = not the default")
+    click.echo(format_settings(cfg))
+
+
+@config_group.command("check")
+@click.argument("config", type=click.Path(dir_okay=False))
+@_override
+def config_check(config, overrides):
+    """Validate a config file without running anything."""
+    from bioloop import api
+
+    cfg = api.load_config(config, overrides)
+    click.echo(f"{config}: OK (task {cfg.task})")
+
+
+def _templates() -> list[str]:
+    return sorted(p.stem for p in _EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+
+
+@cli.command()
+@click.argument("template", required=False)
+@click.argument("dest", required=False, type=click.Path())
+def init(template, dest):
+    """Copy the annotated example TEMPLATE to DEST (a file or a folder). Without arguments, list them."""
+    from bioloop.config.structure import did_you_mean
+    from bioloop.errors import ConfigError
+
+    names = _templates()
+    if not template:
+        click.echo("templates:\n" + "\n".join(f"  {n}" for n in names))
+        return
+    if template not in names:
+        raise ConfigError.at("init", f"unknown template '{template}'{did_you_mean(template, names)}",
+                             fix=f"choose one of: {', '.join(names)}")
+    target = Path(dest or f"{template}.py")
+    if target.is_dir():
+        target = target / f"{template}.py"
+    if target.exists():
+        raise ConfigError.at(str(target), "already exists; nothing was copied", fix="choose another destination")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_EXAMPLES / f"{template}.py", target)
+    click.echo(f"wrote {target}; edit it, then run: bioloop train {target}")
+
+
+@cli.command()
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, help="Seed of the generator.")
+def synthetic(dest, seed):
+    """Write the synthetic EM dataset (raw, nuclei and mitochondria crops, datasplit.csv) to DEST."""
+    from bioloop.data.synthetic import make_em_dataset
+
+    data = make_em_dataset(dest, seed=seed)
+    click.echo(f"dataset: {data.zarr_path}\ndatasplit: {data.datasplit_path}\nheld-out crop: {data.test_crop_path}")
+
+
+@cli.command()
+@click.argument("task", type=click.Choice(["segmentation"]), default="segmentation")
+@click.option("--output", default="demo_run", type=click.Path(file_okay=False), help="Folder for data and results.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the demo's epochs.")
+@_quiet
+def demo(task, output, epochs, quiet):
+    """Generate data, train, predict a held-out region and evaluate it: a real run in minutes on CPU."""
+    from bioloop.demo import run_demo
+
+    run_demo(task, Path(output), epochs=epochs, quiet=quiet, echo=click.echo)
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="bioloop")
+
+
+if __name__ == "__main__":
+    main()

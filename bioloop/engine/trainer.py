@@ -1,0 +1,347 @@
+"""The training loop every task shares.
+
+Order inside an iteration (``_iteration``): data -> forward under autocast -> loss and
+accumulation -> backward -> at each accumulation boundary: unscale, clip once, step,
+zero_grad(set_to_none) -> scheduler per its interval -> log -> stop checks.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from bioloop._version import __version__
+from bioloop.config.record import update_run_json, write_run_records
+from bioloop.config.resolved import to_plain
+from bioloop.engine import progress
+from bioloop.engine.checkpoint import CheckpointManager
+from bioloop.engine.logging import RunLogger
+from bioloop.engine.optim import build_optimizer, build_scheduler, current_lrs, step_scheduler
+from bioloop.engine.resume import load_start_state, training_state
+from bioloop.engine.rng import seed_everything
+from bioloop.engine.runtime import Runtime, all_gather_objects, barrier, to_device
+from bioloop.engine.sampling import EpochSampler, batches_per_epoch
+from bioloop.engine.selection import Selection
+from bioloop.engine.signals import StopRequest
+from bioloop.engine.validation import validate
+from bioloop.errors import TrainingError, TrainingInterrupted
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    batch_in_epoch: int = 0  # batches done in the current epoch (non-zero only after an interrupt)
+    step: int = 0  # optimizer steps
+    iteration: int = 0  # batches seen
+    skipped: int = 0  # batches skipped for a non-finite loss
+    last_metrics: dict = field(default_factory=dict)
+
+
+class Trainer:
+    """One training run of one process (rank)."""
+
+    def __init__(self, cfg, task, runtime: Runtime, *, quiet: bool = False, echo=None):
+        self.cfg = cfg
+        self.task = task
+        self.rt = runtime
+        self.where = cfg.source.name if cfg.source else "config"
+        self.show_bars = runtime.is_main and progress.progress_enabled(quiet)
+        self._echo = echo if echo is not None else (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.quiet = quiet
+
+    def say(self, message: str) -> None:
+        if self.rt.is_main and not self.quiet:
+            self._echo(message)
+
+    # ---------------------------------------------------------------- set-up
+    def setup(self) -> None:
+        cfg, task, rt = self.cfg, self.task, self.rt
+        seed_everything(cfg.random_seed, deterministic=cfg.deterministic)
+        self.model = task.build_model(cfg).to(rt.device)
+        self.loss_fn = task.build_loss(cfg)
+        if isinstance(self.loss_fn, torch.nn.Module):
+            self.loss_fn = self.loss_fn.to(rt.device)
+        self.train_set, self.val_set = task.build_datasets(cfg)
+        self.optimizer = build_optimizer(
+            cfg.optimizer, list(self.model.parameters()), learning_rate=cfg.learning_rate, where=self.where
+        )
+        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, where=self.where)
+        self.scaler = rt.grad_scaler()
+        self.checkpoints = CheckpointManager(
+            cfg.checkpoint_dir, model_name=cfg.model_name, filename_template=cfg.checkpoint_template,
+            max_snapshots=cfg.max_snapshots,
+        )
+        self.selection = Selection(cfg, task)
+        self.progress = Progress()
+        self.resumed_from = load_start_state(self)
+        if rt.distributed:
+            ids = [rt.device.index] if rt.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.ddp = self.model
+        self.logger = RunLogger(
+            cfg.run_dir, enabled=rt.is_main, tensorboard=cfg.logger.tensorboard, wandb=cfg.logger.wandb,
+            run_name=cfg.model_name, where=self.where,
+        )
+        if rt.is_main:
+            write_run_records(
+                cfg.run_dir,
+                config_path=cfg.source.path if cfg.source else None,
+                resolved=to_plain(cfg),
+                extra={
+                    "task": cfg.task, "world_size": rt.world_size, "device": str(rt.device),
+                    "precision": rt.precision, "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                    "overrides": list(cfg.source.overrides) if cfg.source else [],
+                },
+            )
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> dict[str, Any]:
+        self.setup()
+        cfg, p = self.cfg, self.progress
+        if p.epoch >= cfg.epochs:
+            self.say(f"nothing to do: the run already completed {p.epoch}/{cfg.epochs} epochs")
+        with StopRequest() as self.stop:
+            try:
+                while p.epoch < cfg.epochs:
+                    self._train_epoch(p.epoch)
+                    p.epoch += 1
+                    p.batch_in_epoch = 0
+                    if self._end_of_epoch(p.epoch - 1):
+                        self.say(f"early stopping after epoch {p.epoch}: {self.selection.early_stop_reason}")
+                        break
+            finally:
+                self.logger.close()
+        return self._finish()
+
+    def _loader(self, epoch: int) -> DataLoader:
+        cfg, rt = self.cfg, self.rt
+        sampler = EpochSampler(
+            len(self.train_set), epoch=epoch, seed=cfg.random_seed, batch_size=cfg.batch_size,
+            iterations_per_epoch=cfg.iterations_per_epoch, rank=rt.rank, world_size=rt.world_size,
+            start_batch=self.progress.batch_in_epoch,
+        )
+        return DataLoader(
+            self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+            collate_fn=getattr(self.task, "collate", None), pin_memory=rt.device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.random_seed + epoch),
+            persistent_workers=False,
+        )
+
+    def _train_epoch(self, epoch: int) -> None:
+        cfg, p = self.cfg, self.progress
+        n_batches = batches_per_epoch(
+            len(self.train_set), iterations_per_epoch=cfg.iterations_per_epoch,
+            batch_size=cfg.batch_size, world_size=self.rt.world_size,
+        )
+        self.ddp.train()
+        bar = progress.train_bar(n_batches, epoch=epoch + 1, epochs=cfg.epochs, enabled=self.show_bars)
+        bar.update(p.batch_in_epoch)
+        window = {"loss": 0.0, "count": 0, "wait": 0.0, "start": time.perf_counter(), "samples": 0}
+        fetch_start = time.perf_counter()
+        for batch_index, batch in enumerate(self._loader(epoch), start=p.batch_in_epoch):
+            window["wait"] += time.perf_counter() - fetch_start
+            boundary = (batch_index + 1) % cfg.gradient_accumulation_steps == 0 or batch_index + 1 == n_batches
+            loss = self._iteration(batch, boundary)
+            p.iteration += 1
+            p.batch_in_epoch = batch_index + 1
+            if loss is not None:
+                window["loss"] += loss
+                window["count"] += 1
+            window["samples"] += cfg.batch_size * self.rt.world_size
+            bar.update(1)
+            if p.iteration % cfg.logger.log_every_n_steps == 0:
+                self._log_window(window, epoch, bar)
+            if boundary and self._stop_requested():
+                bar.close()
+                self._interrupt(epoch)
+            fetch_start = time.perf_counter()
+        if window["count"]:
+            self._log_window(window, epoch, bar)
+        bar.close()
+
+    def _iteration(self, batch, boundary: bool) -> float | None:
+        """One batch; returns its loss (None when skipped)."""
+        cfg, rt = self.cfg, self.rt
+        batch = to_device(batch, rt.device)
+        sync = boundary or not rt.distributed
+        context = self.ddp.no_sync() if not sync else _null()
+        with context:
+            with rt.autocast():
+                out = self.task.training_step(self.ddp, batch, self.loss_fn, cfg)
+            loss = out["loss"]
+            finite = self._all_finite(loss)
+            if not finite:
+                if cfg.on_nonfinite_loss == "error":
+                    raise TrainingError.at(
+                        self.where, f"non-finite loss at epoch {self.progress.epoch + 1}, "
+                        f"iteration {self.progress.iteration + 1}", got=float(loss.detach()),
+                        fix="lower learning_rate, set max_grad_norm, check the data; nothing was saved for this step "
+                        "(set on_nonfinite_loss = 'skip' to skip such batches)",
+                    )
+                self.progress.skipped += 1
+            else:
+                self.scaler.scale(loss / cfg.gradient_accumulation_steps).backward()
+        if boundary:
+            if cfg.max_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.progress.step += 1
+            if self.scheduler is not None and cfg.scheduler_interval == "step":
+                step_scheduler(self.scheduler)
+        return float(loss.detach()) if finite else None
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        finite = torch.isfinite(loss.detach()).all()
+        if self.rt.distributed:  # every rank must take the same branch
+            flag = finite.to(torch.float32).reshape(1).cpu()
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            return bool(flag.item() > 0)
+        return bool(finite)
+
+    def _log_window(self, window: dict, epoch: int, bar) -> None:
+        elapsed = max(time.perf_counter() - window["start"], 1e-9)
+        values = {
+            "train/lr": current_lrs(self.optimizer)[0],
+            "train/samples_per_s": window["samples"] / elapsed,
+            "train/data_wait_fraction": min(1.0, window["wait"] / elapsed),
+            "train/optimizer_steps": float(self.progress.step),
+        }
+        if window["count"]:
+            values["train/loss"] = window["loss"] / window["count"]
+        if self.progress.skipped:
+            values["train/skipped_batches"] = float(self.progress.skipped)
+        self.logger.scalars(values, step=self.progress.iteration, epoch=epoch + 1)
+        bar.set_postfix(loss=f"{values.get('train/loss', math.nan):.4g}", lr=f"{values['train/lr']:.2g}",
+                        sps=f"{values['train/samples_per_s']:.1f}", refresh=False)
+        window.update(loss=0.0, count=0, wait=0.0, start=time.perf_counter(), samples=0)
+
+    def _stop_requested(self) -> bool:
+        flag = self.stop.requested
+        if self.rt.distributed:
+            t = torch.tensor([1.0 if flag else 0.0])
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(t.item() > 0)
+        return flag
+
+    def _interrupt(self, epoch: int):
+        signum = self.stop.signum or 2
+        path = None
+        if self.rt.is_main:
+            path = self.checkpoints.save_interrupt(training_state(self), epoch=epoch, step=self.progress.step)
+        barrier(self.rt)
+        config = self.cfg.source.path if self.cfg.source else "CONFIG"
+        raise TrainingInterrupted(
+            f"{self.where}: training interrupted by signal {signum} in epoch {epoch + 1} after "
+            f"{self.progress.batch_in_epoch} batches; checkpoint saved to {path}; resume with "
+            f"`bioloop train {config}` (load_model = 'latest', the default)", signum,
+        )
+
+    # ---------------------------------------------------------------- epoch end
+    def _end_of_epoch(self, epoch: int) -> bool:
+        """Validate, step the scheduler, keep best checkpoints, save; True to stop early."""
+        cfg = self.cfg
+        number = epoch + 1
+        metrics: dict[str, float] = {}
+        last = number == cfg.epochs
+        if self.val_set is not None and (number % cfg.validate_every == 0 or last):
+            metrics, figures = validate(self)
+            self.progress.last_metrics = metrics
+            self.logger.scalars({f"val/{k}": v for k, v in metrics.items()}, step=self.progress.iteration, epoch=number)
+            for name, fig in figures.items():
+                self.logger.figure(f"val/{name}", fig, step=self.progress.iteration)
+            self.say(f"epoch {number}/{cfg.epochs}: " + _summary(metrics, self.selection.key))
+        if self.scheduler is not None and cfg.scheduler_interval == "epoch":
+            step_scheduler(self.scheduler, metrics.get(self.selection.key))
+        improved = self.selection.update(metrics, epoch=number)
+        stop = self.selection.should_stop(epoch=number)
+        if self.rt.is_main:
+            state = training_state(self)
+            for metric in improved:
+                self.checkpoints.save_best(
+                    state, metric=metric, value=metrics[metric], epoch=number, primary=metric == self.selection.key
+                )
+            if number % cfg.save_every_n_epochs == 0 or last or stop:
+                self.checkpoints.save_epoch(state, epoch=number, step=self.progress.step, metrics=metrics)
+        barrier(self.rt)
+        return stop
+
+    def _finish(self) -> dict[str, Any]:
+        checksums = all_gather_objects(self.rt, _weights_checksum(self.model))
+        in_sync = all(c == checksums[0] for c in checksums)
+        result = {
+            "epochs_completed": self.progress.epoch,
+            "optimizer_steps": self.progress.step,
+            "iterations": self.progress.iteration,
+            "last_metrics": self.progress.last_metrics,
+            "best": self.selection.best,
+            "key_metric": self.selection.key,
+            "run_dir": str(self.cfg.run_dir),
+            "checkpoint_dir": str(self.cfg.checkpoint_dir),
+            "best_checkpoint": str(self.checkpoints.best()) if self.checkpoints.best() else None,
+            "rank_weight_checksums": checksums,
+        }
+        if self.rt.is_main:
+            self.logger_hparams(result)
+            update_run_json(self.cfg.run_dir, status="completed", end_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            result=to_plain(result))
+        if not in_sync:
+            raise TrainingError.at(self.where, "model weights differ between ranks after training", got=checksums,
+                                   fix="this is a bug in distributed training; please report it")
+        return result
+
+    def logger_hparams(self, result) -> None:
+        cfg = self.cfg
+        hp = {"model_name": cfg.model_name, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
+              "epochs": cfg.epochs, "precision": cfg.precision, "world_size": self.rt.world_size,
+              "gradient_accumulation_steps": cfg.gradient_accumulation_steps}
+        best = {f"hparam/best_{k}": v["value"] for k, v in self.selection.best.items()}
+        with RunLogger(cfg.run_dir, enabled=True, tensorboard=cfg.logger.tensorboard) as logger:
+            logger.hparams(hp, best or {"hparam/epochs_completed": float(result["epochs_completed"])})
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _summary(metrics: dict[str, float], key: str) -> str:
+    shown = {k: v for k, v in metrics.items() if "/" not in k}
+    text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
+    return text + (f" (key metric {key})" if key in metrics else "")
+
+
+def _weights_checksum(model: torch.nn.Module) -> str:
+    """A checksum of every parameter and buffer, to compare ranks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train(cfg, *, quiet: bool = False, echo=None) -> dict[str, Any]:
+    """Train ``cfg``'s task with the shared engine; returns a summary of the run."""
+    from bioloop.engine.runtime import init_runtime, shutdown
+    from bioloop.tasks import get_task
+
+    task = get_task(cfg.task)
+    runtime = init_runtime(cfg.device, cfg.precision, where=cfg.source.name if cfg.source else "")
+    try:
+        return Trainer(cfg, task, runtime, quiet=quiet, echo=echo).run()
+    finally:
+        shutdown(runtime)
