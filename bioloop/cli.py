@@ -133,7 +133,7 @@ def config_show(config, overrides):
     from bioloop.config.resolved import format_settings
 
     cfg = api.load_config(config, overrides)
-    click.echo(f"# {config} (task: {cfg.task}); '*' = not the default")
+    click.echo(f"# {config} (task: {cfg.task}); '*' = set in the file or with -s")
     click.echo(format_settings(cfg))
 
 

@@ -28,3 +28,38 @@ def write_config(tmp_path, monkeypatch):
         return __import__("pathlib").Path(name)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def em_data(tmp_path_factory):
+    """A small synthetic EM dataset (shared, read-only): 4 x 128 x 192 voxels, 6 crops."""
+    from bioloop.data.synthetic import make_em_dataset
+
+    return make_em_dataset(tmp_path_factory.mktemp("em"), shape=(4, 128, 192))
+
+
+SEG_CONFIG = """
+datasplit_path = {datasplit!r}
+classes = ["nuc", "mito"]
+input_array_info = {{"shape": (1, 32, 32), "scale": (8, 8, 8)}}
+model_kwargs = {{"depth": 2, "base_channels": 4}}
+learning_rate = 3e-3
+batch_size = 4
+epochs = {epochs}
+iterations_per_epoch = {ipe}
+validation_batch_limit = 4
+num_workers = 0
+load_model = "latest"
+"""
+
+
+@pytest.fixture
+def seg_config(em_data, tmp_path):
+    """Write a tiny segmentation config into ``tmp_path/name`` and return its path."""
+
+    def write(name="seg.py", epochs=2, ipe=3, extra=""):
+        path = tmp_path / name
+        path.write_text(SEG_CONFIG.format(datasplit=em_data.datasplit_path, epochs=epochs, ipe=ipe) + extra)
+        return path
+
+    return write

@@ -173,3 +173,9 @@ def test_live_objects_are_accepted(write_config):
 def test_config_show_marks_what_the_user_set(write_config):
     text = format_settings(_load(write_config, "epochs = 3\n", ["batch_size=2"]))
     assert "* epochs = 3" in text and "* batch_size = 2" in text and "  learning_rate = 0.0001" in text
+
+
+def test_dotted_override_into_a_section_left_at_its_default(write_config):
+    cfg = _load(write_config, "", ["input_array_info.shape=(1, 32, 32)", "logger.log_every_n_steps=3"])
+    assert cfg.input_array_info.shape == (1, 32, 32) and cfg.input_array_info.scale == (8.0, 8.0, 8.0)
+    assert cfg.logger.log_every_n_steps == 3

@@ -20,6 +20,7 @@ batch_size = {bs}
 learning_rate = 0.05
 optimizer = {{"type": "SGD", "params": {{}}}}
 load_model = None
+model_name = "toy"
 """
 
 
@@ -79,7 +80,8 @@ def test_best_and_monitor_checkpoints(toy_task, write_config, tmp_path):
     result = api.train(_cfg(write_config, "monitor=['score']\n", epochs=3), quiet=True)
     manifest = json.loads((tmp_path / "checkpoints" / "manifest.json").read_text())
     assert set(manifest["best"]) == {"mse", "score"}
-    assert (tmp_path / "checkpoints" / "toy_best.pth").is_file() or result["best_checkpoint"]
+    assert (tmp_path / "checkpoints" / "toy_best.pth").is_file()
+    assert (tmp_path / "checkpoints" / "toy_best_score.pth").is_file()
     assert result["best"]["mse"]["value"] == pytest.approx(-result["best"]["score"]["value"])
 
 
@@ -190,3 +192,21 @@ def test_resume_in_process_equals_uninterrupted(toy_task, write_config, tmp_path
     assert resumed["epochs_completed"] == 4
     a, b = _final_weights(full), _final_weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_snapshot_cadence_and_pruning(toy_task, write_config, tmp_path):
+    api.train(_cfg(write_config, "save_every_n_epochs=2\nmax_snapshots=2\n", epochs=7, ipe=1), quiet=True)
+    epochs = sorted(int(p.stem.rsplit("_", 1)[1]) for p in (tmp_path / "checkpoints").glob("toy_[0-9]*.pth"))
+    assert epochs == [6, 7]  # saved at 2, 4, 6 and the last epoch; only the newest two kept
+    manifest = json.loads((tmp_path / "checkpoints" / "manifest.json").read_text())
+    assert (tmp_path / "checkpoints" / manifest["best"]["mse"]["file"]).is_file()
+
+
+def test_checkpoint_holds_the_full_state(toy_task, write_config, tmp_path):
+    api.train(_cfg(write_config, "", epochs=1), quiet=True)
+    state = load_checkpoint(tmp_path / "checkpoints" / "toy_1.pth")
+    for key in ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "sampler", "selection", "config",
+                "task", "bioloop_version", "extras"):
+        assert key in state, key
+    assert state["epoch"] == 1 and state["step"] == 4 and state["config"]["learning_rate"] == 0.05
+    assert set(state["rng"]) >= {"python", "numpy", "torch"}

@@ -203,3 +203,9 @@ def test_url_paths_go_through_fsspec():
     assert vol.read((0, 0, 0), (1, 1, 1))[0, 0, 0] == round(np.mean([0, 1, 8, 9, 48, 49, 56, 57]))
     with pytest.raises(DataError, match="no zarr array or group here"):
         open_volume(url + "-missing")
+
+
+def test_nan_fill_on_integer_image_gives_float(tmp_path):
+    vol = write_volume(tmp_path / "a.zarr", DATA, scale=(1, 1, 1))
+    box = vol.read((3, 5, 7), (2, 2, 2), fill=np.nan)
+    assert box.dtype == np.float32 and box[0, 0, 0] == DATA[3, 5, 7] and np.isnan(box[1]).all()

@@ -160,7 +160,7 @@ def apply_overrides(schema, settings: dict[str, Any], overrides: Iterable[str]) 
                 break
             current = target.get(part)
             if current is None:
-                current = {}
+                current = _section_default(cls, part)
             elif attrs.has(type(current)):
                 current = {f.name: getattr(current, f.name) for f in user_fields(type(current))}
             elif isinstance(current, dict):
@@ -168,6 +168,15 @@ def apply_overrides(schema, settings: dict[str, Any], overrides: Iterable[str]) 
             target[part] = current
             cls, target = section_cls, current
     return problems
+
+
+def _section_default(cls, name: str) -> dict:
+    """A section's default values as a dict ({} when the section defaults to None)."""
+    field = attrs.fields_dict(cls)[name]
+    default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
+    if default is None or default is attrs.NOTHING:
+        return {}
+    return {f.name: getattr(default, f.name) for f in user_fields(type(default))}
 
 
 def _wants_string(tp) -> bool:

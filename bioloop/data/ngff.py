@@ -76,13 +76,16 @@ class Volume:
         return tuple(t + i * s for i, t, s in zip(index, self.translation, self.scale, strict=True))
 
     def read(self, start_vox: Sequence[int], shape_vox: Sequence[int], fill: float = 0) -> np.ndarray:
-        """Read a box of voxels; parts outside the array come back as ``fill``.
+        """Read a box of voxels; parts outside the array come back as ``fill`` (a non-integer fill gives float32).
 
         ``start_vox``/``shape_vox`` give either every axis or the spatial axes only (then
         non-spatial axes such as channels are read whole).
         """
         start, shape = self._full_box(start_vox, shape_vox)
-        out = np.full(shape, fill, dtype=self.dtype)
+        dtype = self.dtype
+        if dtype.kind in "biu" and not float(fill).is_integer():  # e.g. fill=nan on an integer image
+            dtype = np.dtype(np.float32)
+        out = np.full(shape, fill, dtype=dtype)
         src, dst = [], []
         for b, n, size in zip(start, shape, self.shape):
             lo, hi = max(b, 0), min(b + n, size)

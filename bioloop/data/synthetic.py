@@ -104,9 +104,9 @@ def _render(shape, scale, rng) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     mito, along, mito_depth = _mitochondria(shape, aniso, size, depth, rng)
     vesicles = _vesicles(shape, aniso, size, depth, mito, rng)
     cell, membrane = _cells(shape, nuclei, depth)
-    cell_shift = rng.uniform(-9, 9, max(len(nuclei), 1))[cell]  # cells differ in brightness ...
-    nuc_shift = rng.uniform(-6, 6, max(len(nuclei), 1))[cell]  # ... and so do nuclei
-    yy, xx = np.mgrid[0:shape[1], 0:shape[2]] / max(shape[1:])
+    cell_shift = rng.uniform(-6, 6, max(len(nuclei), 1)).astype(np.float32)[cell]  # cells differ in brightness,
+    nuc_shift = rng.uniform(-4, 4, max(len(nuclei), 1)).astype(np.float32)[cell]  # and so do nuclei
+    yy, xx = np.mgrid[0:shape[1], 0:shape[2]].astype(np.float32) / max(shape[1:])
     shading = 10.0 * np.cos(2.0 * yy + 1.0) * np.cos(1.5 * xx - 0.5)  # uneven illumination
 
     sig_z = lambda s: (max(s * aniso, 0.3), s, s)  # noqa: E731  (blur in physical units)
@@ -115,14 +115,14 @@ def _render(shape, scale, rng) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     granular = _field(rng, shape, sig_z(0.7))
     clumps = _field(rng, shape, sig_z(2.5))
 
-    img = 166.0 + cell_shift + 7.0 * fine + 10.0 * coarse  # cytoplasm
-    nuc_val = (146.0 + nuc_shift + 20.0 * granular - 28.0 * np.clip(clumps - 0.8, 0, None)
+    img = 166.0 + cell_shift + 5.0 * fine + 10.0 * coarse  # cytoplasm
+    nuc_val = (146.0 + nuc_shift + 26.0 * granular - 28.0 * np.clip(clumps - 0.8, 0, None)
                - 26.0 * np.exp(-np.clip(depth, 0, None) / 5.0))  # granular, chromatin clumps, peripheral chromatin
     img = np.where(nuc, nuc_val, img)
     img -= 70.0 * np.exp(-((depth - 1.0) ** 2) / (2 * 1.1**2))  # nuclear envelope
     mito_val = 112.0 - 30.0 * np.cos(2 * np.pi * along / 5.0) - 35.0 * np.exp(-mito_depth / 1.2)
     img = np.where(mito, mito_val, img)
-    img = np.where(vesicles, 118.0, img)
+    img[vesicles] = 118.0
     img -= 60.0 * membrane
     img += shading
     img = ndimage.gaussian_filter(img, sig_z(0.9))

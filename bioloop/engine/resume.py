@@ -48,8 +48,9 @@ def find_resume_checkpoint(cfg, manager, where: str) -> Path | None:
     if choice == "best":
         return manager.best()
     path = Path(choice)
-    if not path.is_absolute():
-        path = Path(cfg.base_experiment_path) / path
+    if not path.is_absolute():  # relative to the config file's folder, like every other path
+        folder = cfg.source.path.parent if cfg.source and cfg.source.path else Path.cwd()
+        path = folder / path
     if not path.is_file():
         raise CheckpointError.at(f"{where}: load_model", "checkpoint file not found", got=str(path),
                                  fix="give an existing file, 'latest', 'best' or None")

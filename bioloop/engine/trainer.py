@@ -8,6 +8,7 @@ zero_grad(set_to_none) -> scheduler per its interval -> log -> stop checks.
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -242,6 +243,8 @@ class Trainer:
             path = self.checkpoints.save_interrupt(training_state(self), epoch=epoch, step=self.progress.step)
         barrier(self.rt)
         config = self.cfg.source.path if self.cfg.source else "CONFIG"
+        if self.cfg.source and self.cfg.source.overrides:
+            config = f"{config} " + " ".join(f"-s {shlex.quote(o)}" for o in self.cfg.source.overrides)
         raise TrainingInterrupted(
             f"{self.where}: training interrupted by signal {signum} in epoch {epoch + 1} after "
             f"{self.progress.batch_in_epoch} batches; checkpoint saved to {path}; resume with "
@@ -254,6 +257,9 @@ class Trainer:
         cfg = self.cfg
         number = epoch + 1
         metrics: dict[str, float] = {}
+        if self.rt.distributed:  # running statistics (BatchNorm) follow rank 0, like DDP's forward does
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer.data, src=0)
         last = number == cfg.epochs
         if self.val_set is not None and (number % cfg.validate_every == 0 or last):
             metrics, figures = validate(self)

@@ -5,7 +5,7 @@ Copy me with `bioloop init segmentation_2d my_config.py`, edit, then run
     bioloop synthetic data                # or point datasplit_path at your own crops
     bioloop train my_config.py
     bioloop predict my_config.py --input data/synthetic_em.zarr/recon-1/em/fibsem-uint8 --output pred.zarr
-    bioloop evaluate my_config.py --prediction pred.zarr --truth data/synthetic_em.zarr/recon-1/labels/groundtruth/crop5
+    bioloop evaluate my_config.py --prediction pred.zarr --truth data/synthetic_em.zarr/recon-1/labels/groundtruth/crop6
 
 Every public name below is a setting; `bioloop config show my_config.py` lists them all with
 their defaults, and a misspelt name is an error, never silently ignored. Relative paths

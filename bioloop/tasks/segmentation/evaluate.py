@@ -55,5 +55,7 @@ def evaluate_semantic(cfg, *, prediction: str, truth: str, threshold: float | No
     if report:
         path = Path(report)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2, default=float))
+        plain = {k: v for k, v in result.items() if k != "table"}
+        plain["scores"] = {k: (float(v) if np.isfinite(v) else None) for k, v in scores.items()}
+        path.write_text(json.dumps(plain, indent=2))
     return result

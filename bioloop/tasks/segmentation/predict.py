@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bioloop.data.ngff import create_volume, open_volume
+from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
 from bioloop.tasks.segmentation.data import normalize, tile_offsets
 
@@ -67,7 +68,7 @@ def predict_volume(cfg, model, *, extras: dict, input: str, output: str, roi: st
     device = device or next(model.parameters()).device
     batch_size = batch_size or cfg.validation_batch_size or cfg.batch_size
     model.eval()
-    bar = tqdm(total=len(offsets), desc="predict", unit="tile", disable=not show_progress)
+    bar = tqdm(total=len(offsets), desc="predict", unit="tile", disable=not progress_enabled(not show_progress))
     with torch.no_grad():
         for first in range(0, len(offsets), batch_size):
             chunk = offsets[first:first + batch_size]
