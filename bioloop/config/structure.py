@@ -177,10 +177,23 @@ def _structure_value(conv: cattrs.Converter, value: Any, tp: Any) -> Any:
 CONVERTER = _make_converter()
 
 
+def _tokens(text: str) -> str:
+    """Lower-case letter/digit runs, sorted: 'unet2d' and '2d_unet' both give '2dunet'."""
+    import re
+
+    return "".join(sorted(re.findall(r"[a-z]+|\d+", text.lower())))
+
+
 def did_you_mean(name: str, choices) -> str:
-    """' (did you mean 'x'?)' when a close match exists, else ''."""
-    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    """' (did you mean 'x'?)' for the closest choice (ties go to the first listed), else ''."""
+    name = str(name)
+
+    def score(choice: str) -> float:
+        return max(difflib.SequenceMatcher(None, name.lower(), choice.lower()).ratio(),
+                   difflib.SequenceMatcher(None, _tokens(name), _tokens(choice)).ratio())
+
+    best = max(list(choices), key=score, default=None)
+    return f" (did you mean '{best}'?)" if best is not None and score(best) >= 0.6 else ""
 
 
 def field_types(cls) -> dict[str, Any]:

@@ -8,7 +8,6 @@ Problems raise :class:`ConfigError` naming the config file and the key.
 from __future__ import annotations
 
 import bisect
-import difflib
 import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,6 +17,7 @@ from torch.optim import Optimizer
 from torch.optim import lr_scheduler as _sched
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from bioloop.config.structure import did_you_mean as _did_you_mean
 from bioloop.errors import ConfigError
 
 _SPEC_KEYS = {"type", "params"}
@@ -244,15 +244,6 @@ def _scheduler_classes() -> dict[str, type]:
     }
     found["LRListScheduler"] = LRListScheduler
     return found
-
-
-def _did_you_mean(name: str, choices: Iterable[str]) -> str:
-    choices = list(choices)
-    folded = {c.lower(): c for c in choices}
-    match = folded.get(name.lower()) or next(
-        iter(difflib.get_close_matches(name, choices, n=1, cutoff=0.6)), None
-    )
-    return f" (did you mean {match!r}?)" if match else ""
 
 
 def _accepted_names(cls: type) -> str:

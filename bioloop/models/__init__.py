@@ -6,13 +6,12 @@ ConfigError messages that name the config key; ``register_model`` adds an archit
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import re
 from collections.abc import Callable, Mapping
 
 from torch import nn
 
+from bioloop.config.structure import did_you_mean as _did_you_mean
 from bioloop.errors import ConfigError
 from bioloop.models.unet import UNet
 
@@ -52,21 +51,6 @@ def register_model(name: str, fn: Callable[..., nn.Module], *, overwrite: bool =
 
 def _quoted(names) -> str:
     return ", ".join(f"'{n}'" for n in names)
-
-
-def _tokens(text: str) -> str:
-    """Lower-case letter/digit runs, sorted: 'unet2d' and '2d_unet' both give '2dunet'."""
-    return "".join(sorted(re.findall(r"[a-z]+|\d+", text.lower())))
-
-
-def _did_you_mean(name: str, choices) -> str:
-    """' (did you mean 'x'?)' for the closest choice (ties go to the first), else ''."""
-    def score(choice: str) -> float:
-        return max(difflib.SequenceMatcher(None, name.lower(), choice.lower()).ratio(),
-                   difflib.SequenceMatcher(None, _tokens(name), _tokens(choice)).ratio())
-
-    best = max(choices, key=score, default=None)
-    return f" (did you mean '{best}'?)" if best is not None and score(best) >= 0.6 else ""
 
 
 def _accepted_kwargs(fn: Callable) -> list[str] | None:

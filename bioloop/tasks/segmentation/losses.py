@@ -8,15 +8,14 @@ with no valid element gives 0, still attached to the logits so ``backward()`` wo
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
+from bioloop.config.structure import did_you_mean as _did_you_mean
 from bioloop.errors import ConfigError
 
 __all__ = ["BCEDiceLoss", "DiceLoss", "MaskedLoss", "build_criterion", "masked_mean"]
@@ -170,19 +169,6 @@ class _CallableLoss(nn.Module):
 
 
 # ---------------------------------------------------------------- building from the config
-
-
-def _tokens(text: str) -> str:
-    return "".join(sorted(re.findall(r"[a-z]+|\d+", text.lower())))
-
-
-def _did_you_mean(name: str, choices) -> str:
-    def score(choice: str) -> float:
-        return max(difflib.SequenceMatcher(None, name.lower(), choice.lower()).ratio(),
-                   difflib.SequenceMatcher(None, _tokens(name), _tokens(choice)).ratio())
-
-    best = max(choices, key=score, default=None)
-    return f" (did you mean '{best}'?)" if best is not None and score(best) >= 0.6 else ""
 
 
 def _torch_loss_names() -> list[str]:
