@@ -98,15 +98,16 @@ class UNet(nn.Module):
         depth: number of resolution levels (``depth - 1`` poolings).
         base_channels: feature channels at the first level.
         channel_multiplier: channel growth per level.
-        norm: "instance" (default: no train/eval gap with the small, varied batches of
-            patch training), "batch", "group" (up to 8 groups) or None.
+        norm: "batch" (default; keeps absolute intensity, which EM segmentation needs: with
+            "instance" a bright cytoplasm patch normalises to look like a nucleus), "instance",
+            "group" (up to 8 groups) or None.
         dropout: channel dropout probability after each conv block.
         upsample: "transpose" (learned) or "bilinear" (bilinear/trilinear + 1x1 conv).
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, *, dims: int = 2,
                  depth: int = 4, base_channels: int = 32, channel_multiplier: float = 2,
-                 norm: str | None = "instance", dropout: float = 0.0,
+                 norm: str | None = "batch", dropout: float = 0.0,
                  upsample: str = "transpose"):
         super().__init__()
         _check_args(in_channels, out_channels, dims, depth, base_channels, channel_multiplier,

@@ -59,7 +59,13 @@ def predict_volume(cfg, model, *, extras: dict, input: str, output: str, roi: st
     if output_path.exists() and not overwrite:
         raise DataError.at(str(output_path), "output already exists", fix="choose another --output or pass --overwrite")
     volume = open_volume(input, scale, storage_options=cfg.storage_options or None)
-    start, shape = _region(volume, parse_roi(roi), input)
+    roi_start, roi_shape = _region(volume, parse_roi(roi), input)
+    # predict a margin of real context around the region where the volume has it, so voxels at
+    # the region's border are seen from the middle of a tile, as in an uninterrupted volume
+    margin = [p // 2 if p > 1 else 0 for p in patch]
+    start = tuple(max(0, a - m) for a, m in zip(roi_start, margin))
+    stop = tuple(min(n, a + s + m) for a, s, m, n in zip(roi_start, roi_shape, margin, volume.spatial_shape))
+    shape = tuple(b - a for a, b in zip(start, stop))
     strides = tuple(max(1, int(round(p * (1 - overlap)))) if p > 1 else 1 for p in patch)
     offsets = tile_offsets(shape, patch, strides)
     probs = np.zeros((len(classes), *shape), np.float32)
@@ -90,11 +96,12 @@ def predict_volume(cfg, model, *, extras: dict, input: str, output: str, roi: st
     if not np.all(weights > 0):  # would mean a tiling bug; never write holes silently
         raise DataError.at(str(output_path), "internal error: some voxels were not predicted")
     probs /= weights[None]
-    translation = volume.voxel_to_world(start)
+    inner = tuple(slice(a - b, a - b + s) for a, b, s in zip(roi_start, start, roi_shape))
+    translation = volume.voxel_to_world(roi_start)
     for c, name in enumerate(classes):
-        array = create_volume(output_path / name, shape, "float32", scale=scale, translation=translation,
+        array = create_volume(output_path / name, roi_shape, "float32", scale=scale, translation=translation,
                               overwrite=overwrite, attributes={"bioloop": {"kind": "probability", "class": name}})
-        array[...] = probs[c]
+        array[...] = probs[c][inner]
     return output_path
 
 
