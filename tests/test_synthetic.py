@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bioloop.data.datasplit import read_datasplit
+from bioloop.errors import DataError
 from bioloop.data.ngff import open_volume
 from bioloop.data.synthetic import make_em_dataset
 
@@ -67,7 +68,7 @@ def test_crops_and_datasplit(dataset):
 def open_volume_exists(path: str) -> bool:
     try:
         open_volume(path)
-    except Exception:
+    except DataError:
         return False
     return True
 
