@@ -57,7 +57,7 @@ def test_missing_file(tmp_path):
     with pytest.raises(DataError) as err:
         read_datasplit(tmp_path / "none.csv")
     text = str(err.value)
-    assert str(tmp_path / "none.csv") in text and "bioloop datasplit" in text and "datasplit_path" in text
+    assert str(tmp_path / "none.csv") in text and "bioloop synthetic DEST" in text and "datasplit_path" in text
 
 
 @pytest.mark.parametrize("text,message", [

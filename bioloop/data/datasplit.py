@@ -42,7 +42,7 @@ def read_datasplit(csv_path: str | os.PathLike) -> list[CropEntry]:
     path = Path(csv_path)
     if not path.is_file():
         raise DataError.at(str(path), "datasplit file not found",
-                           fix="generate it with `bioloop datasplit` or set datasplit_path to an existing file")
+                           fix="set datasplit_path to an existing file (`bioloop synthetic DEST` writes an example next to its data)")
     folder = path.absolute().parent
     entries = []
     with open(path, newline="", encoding="utf-8") as handle:
@@ -52,7 +52,7 @@ def read_datasplit(csv_path: str | os.PathLike) -> list[CropEntry]:
             entries.append(_parse_row(row, f"{path}:{line_no}", folder))
     if not entries:
         raise DataError.at(str(path), "datasplit file has no rows",
-                           fix="regenerate it with `bioloop datasplit` or add rows like "
+                           fix="add rows like "
                                '"train","/data/x.zarr","recon-1/em/fibsem-uint8","/data/x.zarr",'
                                '"recon-1/labels/groundtruth/crop1/[nuc,mito]"')
     return entries

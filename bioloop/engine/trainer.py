@@ -7,6 +7,7 @@ zero_grad(set_to_none) -> scheduler per its interval -> log -> stop checks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shlex
 import sys
@@ -119,9 +120,9 @@ class Trainer:
                     if self._end_of_epoch(p.epoch - 1):
                         self.say(f"early stopping after epoch {p.epoch}: {self.selection.early_stop_reason}")
                         break
+                return self._finish()
             finally:
                 self.logger.close()
-        return self._finish()
 
     def _loader(self, epoch: int) -> DataLoader:
         cfg, rt = self.cfg, self.rt
@@ -174,7 +175,7 @@ class Trainer:
         cfg, rt = self.cfg, self.rt
         batch = to_device(batch, rt.device)
         sync = boundary or not rt.distributed
-        context = self.ddp.no_sync() if not sync else _null()
+        context = self.ddp.no_sync() if not sync else contextlib.nullcontext()
         with context:
             with rt.autocast():
                 out = self.task.training_step(self.ddp, batch, self.loss_fn, cfg)
@@ -299,7 +300,7 @@ class Trainer:
             "rank_weight_checksums": checksums,
         }
         if self.rt.is_main:
-            self.logger_hparams(result)
+            self._log_hparams(result)
             update_run_json(self.cfg.run_dir, status="completed", end_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                             result=to_plain(result))
         if not in_sync:
@@ -307,20 +308,13 @@ class Trainer:
                                    fix="this is a bug in distributed training; please report it")
         return result
 
-    def logger_hparams(self, result) -> None:
+    def _log_hparams(self, result) -> None:
         cfg = self.cfg
         hp = {"model_name": cfg.model_name, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
               "epochs": cfg.epochs, "precision": cfg.precision, "world_size": self.rt.world_size,
               "gradient_accumulation_steps": cfg.gradient_accumulation_steps}
         best = {f"hparam/best_{k}": v["value"] for k, v in self.selection.best.items()}
-        with RunLogger(cfg.run_dir, enabled=True, tensorboard=cfg.logger.tensorboard) as logger:
-            logger.hparams(hp, best or {"hparam/epochs_completed": float(result["epochs_completed"])})
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
+        self.logger.hparams(hp, best or {"hparam/epochs_completed": float(result["epochs_completed"])})
 
 
 def _summary(metrics: dict[str, float], key: str) -> str:
