@@ -119,6 +119,50 @@ def evaluate(config, prediction, truth, threshold, report, overrides):
         click.echo(f"report written to {report}")
 
 
+def _datasplit_options(func):
+    from bioloop.data.datasplit_gen import DATASPLIT_OPTIONS
+
+    for name, (convert, default, text) in reversed(list(DATASPLIT_OPTIONS.items())):
+        flag = "--" + name.replace("_", "-")
+        if convert is bool:
+            func = click.option(flag, name, is_flag=True, help=text)(func)
+            continue
+        shown = default if not isinstance(default, list) else ",".join(default)
+        func = click.option(flag, name, type=_Converted(convert, name), default=None, required=default is None and
+                            name in ("search_path", "classes"),
+                            help=f"{text}" + (f" [default: {shown}]" if default is not None else ""))(func)
+    return func
+
+
+class _Converted(click.ParamType):
+    """A click type from a converter that raises ValueError on bad input."""
+
+    def __init__(self, convert, name):
+        self.convert_fn, self.name = convert, name
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.convert_fn(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@cli.command()
+@_datasplit_options
+@click.option("--anon", is_flag=True, help="Read s3:// search paths anonymously.")
+def datasplit(anon, **options):
+    """Crawl a search path for crops and write the csc-style train/validate CSV (split by dataset)."""
+    from bioloop.data.datasplit_gen import DATASPLIT_OPTIONS, make_datasplit, summarize
+
+    kwargs = {k: (DATASPLIT_OPTIONS[k][1] if v is None else v) for k, v in options.items()}
+    result = make_datasplit(**kwargs, storage_options={"anon": True} if anon else None)
+    click.echo(summarize(result))
+    if not kwargs["dry_run"]:
+        click.echo(f"wrote {kwargs['csv_path']}")
+
+
 @cli.group(name="config", cls=_Group)
 def config_group():
     """Inspect and validate config files."""

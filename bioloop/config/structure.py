@@ -230,6 +230,9 @@ def structure_section(cls, values: Any, *, where: str, prefix: str = "") -> tupl
     """
     if isinstance(values, cls):
         return values, []
+    unwrap = getattr(cls, "unwrap_settings", None)
+    if callable(unwrap):  # a section may accept another spelling of itself (e.g. {name: {...}})
+        values = unwrap(values)
     label = f"{where}: {prefix.rstrip('.')}" if prefix else where
     if not isinstance(values, dict):
         return None, [f"{label}: expected a {cls.__name__} or a dict, got {_describe(values)}"]

@@ -29,6 +29,14 @@ def greater_than(bound: float):
     return check
 
 
+def below(bound: float):
+    def check(_inst, _attr, value):
+        if value is not None and not value < bound:
+            raise _bad(f"must be < {bound}", value)
+
+    return check
+
+
 def between(low: float, high: float):
     def check(_inst, _attr, value):
         if value is not None and not (low <= value <= high):

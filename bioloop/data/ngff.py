@@ -127,19 +127,40 @@ def open_volume(path: str | os.PathLike, scale: Sequence[float] | float | None =
     ``scale=None`` picks the first (finest) level of a group; for a plain array it means 1 nm per voxel.
     """
     path = str(path)
-    node = _open_node(path, storage_options)
-    if isinstance(node, zarr.Group):
-        return _open_level(node, path, scale)
-    parent_path, _, name = path.rstrip("/").rpartition("/")
-    parent = _parent_group(parent_path, storage_options)
-    if parent is not None and any(ds.get("path") == name for ms in _multiscales(dict(parent.attrs)) or []
-                                  for ds in ms.get("datasets", [])):
-        return _open_level(parent, parent_path, scale, only=name)
+    node, group, group_path, only = _locate(path, storage_options)
+    if group is not None:
+        return _open_level(group, group_path, scale, only=only)
     names = getattr(node.metadata, "dimension_names", None)
     axes = tuple(names) if names and all(names) else _default_axes(node.ndim)
     spatial = tuple(i for i, a in enumerate(axes) if a not in _NON_SPATIAL) or tuple(range(node.ndim))
     vox = _as_scale(scale, len(spatial), path) if scale is not None else (1.0,) * len(spatial)
     return Volume(node, vox, (0.0,) * len(spatial), axes, path, spatial)
+
+
+def open_levels(path: str | os.PathLike, *, storage_options: dict | None = None) -> list[Volume] | None:
+    """Every level of an OME-NGFF image in listed order (only that level for a level's own path).
+
+    Returns None for a plain zarr array, whose voxel size comes from the caller.
+    """
+    path = str(path)
+    _, group, group_path, only = _locate(path, storage_options)
+    if group is None:
+        return None
+    _, levels = _level_table(group, group_path, only)
+    return [_level_volume(group, group_path, level) for level in levels]
+
+
+def _locate(path: str, storage_options: dict | None):
+    """(node, image group or None, its path, level name when ``path`` is one level's array)."""
+    node = _open_node(path, storage_options)
+    if isinstance(node, zarr.Group):
+        return node, node, path, None
+    parent_path, _, name = path.rstrip("/").rpartition("/")
+    parent = _parent_group(parent_path, storage_options)
+    if parent is not None and any(ds.get("path") == name for ms in _multiscales(dict(parent.attrs)) or []
+                                  for ds in ms.get("datasets", [])):
+        return node, parent, parent_path, name
+    return node, None, path, None
 
 
 def _open_node(path: str, storage_options: dict | None):
@@ -152,6 +173,9 @@ def _open_node(path: str, storage_options: dict | None):
             raise DataError.at(path, f"cannot open remote path ({exc})", fix="install fsspec and s3fs") from exc
         except (FileNotFoundError, KeyError, zarr.errors.NodeTypeValidationError) as exc:
             raise DataError.at(path, "no zarr array or group here", fix=fix) from exc
+        except Exception as exc:  # connection, credential and endpoint errors of the remote filesystem
+            raise DataError.at(path, f"cannot read the remote path ({type(exc).__name__}: {exc})",
+                               fix="check the URL and storage_options (credentials, endpoint_url, anon)") from exc
     local = path[len("file://"):] if path.startswith("file://") else path
     if not os.path.exists(local):
         raise DataError.at(path, "no such zarr array or group", fix=fix)
@@ -178,6 +202,22 @@ def _multiscales(attributes: dict) -> list | None:
 
 
 def _open_level(group, path: str, scale, only: str | None = None) -> Volume:
+    spatial, levels = _level_table(group, path, only)
+    if scale is None:
+        chosen = levels[0]
+    else:
+        want = _as_scale(scale, len(spatial), path)
+        match = [lv for lv in levels if all(math.isclose(a, b, rel_tol=_REL_TOL) for a, b in zip(lv[1], want))]
+        if not match:
+            available = {lv[0]: lv[1] for lv in levels}
+            raise DataError.at(path, f"no level with voxel size {want} nm", got=available,
+                               fix="request one of the available scales or resample the data")
+        chosen = match[0]
+    return _level_volume(group, path, chosen)
+
+
+def _level_table(group, path: str, only: str | None):
+    """(spatial dims, [(name, scale_nm, translation_nm, axes, spatial dims)]) of the first multiscale image."""
     ms_list = _multiscales(dict(group.attrs))
     if not ms_list:
         raise DataError.at(path, "zarr group has no OME-NGFF 'multiscales' metadata",
@@ -191,22 +231,16 @@ def _open_level(group, path: str, scale, only: str | None = None) -> Volume:
         full_s = [a * b for a, b in zip(s, outer_s)]
         full_t = [a * os_ + ot for a, os_, ot in zip(t, outer_s, outer_t)]
         levels.append((ds["path"], tuple(full_s[d] * units[d] for d in spatial),
-                       tuple(full_t[d] * units[d] for d in spatial)))
+                       tuple(full_t[d] * units[d] for d in spatial), axes, spatial))
     if not levels:
         raise DataError.at(path, "OME-NGFF multiscales lists no datasets", fix="write at least one level")
     if only is not None:  # the caller opened one level's array directly
         levels = [lv for lv in levels if lv[0] == only]
-    if scale is None:
-        chosen = levels[0]
-    else:
-        want = _as_scale(scale, len(spatial), path)
-        match = [lv for lv in levels if all(math.isclose(a, b, rel_tol=_REL_TOL) for a, b in zip(lv[1], want))]
-        if not match:
-            available = {lv[0]: lv[1] for lv in levels}
-            raise DataError.at(path, f"no level with voxel size {want} nm", got=available,
-                               fix="request one of the available scales or resample the data")
-        chosen = match[0]
-    name, vox, trans = chosen
+    return spatial, levels
+
+
+def _level_volume(group, path: str, level) -> Volume:
+    name, vox, trans, axes, spatial = level
     try:
         array = group[name]
     except KeyError as exc:

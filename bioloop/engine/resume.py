@@ -42,6 +42,13 @@ def find_resume_checkpoint(cfg, manager, where: str) -> Path | None:
     """The checkpoint ``load_model`` asks for, or None to start fresh."""
     choice = cfg.load_model
     if choice is None:
+        earlier = manager.entries() if manager.manifest_path.exists() else []
+        if earlier:
+            raise CheckpointError.at(
+                f"{where}: load_model", f"None starts a fresh run, but {manager.manifest_path.parent} holds "
+                f"{len(earlier)} checkpoint(s) of an earlier run that it would overwrite", got=None,
+                fix="resume with load_model = 'latest', or give this run its own model_save_path, "
+                    "or delete the old checkpoints")
         return None
     if choice == "latest":
         return manager.latest()

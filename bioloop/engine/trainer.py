@@ -126,6 +126,9 @@ class Trainer:
 
     def _loader(self, epoch: int) -> DataLoader:
         cfg, rt = self.cfg, self.rt
+        set_epoch = getattr(self.train_set, "set_epoch", None)
+        if callable(set_epoch):  # e.g. a patch buffer refreshed every few epochs
+            set_epoch(epoch)
         sampler = EpochSampler(
             len(self.train_set), epoch=epoch, seed=cfg.random_seed, batch_size=cfg.batch_size,
             iterations_per_epoch=cfg.iterations_per_epoch, rank=rt.rank, world_size=rt.world_size,

@@ -13,28 +13,44 @@ from torch import nn
 
 from bioloop.config.structure import did_you_mean as _did_you_mean
 from bioloop.errors import ConfigError
+from bioloop.models.resnet import ResNet
+from bioloop.models.timm_unet import TimmUNet
 from bioloop.models.unet import UNet
+from bioloop.models.unet_xy import UNetXY, UNetXYZoom, check_sizes, valid_sizes
+from bioloop.models.vitnet import ViTVNet
 
-__all__ = ["MODELS", "UNet", "build_model", "register_model"]
+__all__ = ["MODELS", "ResNet", "TimmUNet", "UNet", "UNetXY", "UNetXYZoom", "ViTVNet",
+           "build_model", "check_sizes", "register_model", "valid_sizes"]
+
+
+def _with_dims(cls: type[nn.Module], dims: int, name: str) -> Callable[..., nn.Module]:
+    """A ``cls`` constructor with ``dims`` fixed (and removed from its signature)."""
+
+    def make(**kwargs) -> nn.Module:
+        return cls(dims=dims, **kwargs)
+
+    sig = inspect.signature(cls)
+    make.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[p for pname, p in sig.parameters.items() if pname != "dims"])
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = f"{cls.__name__} with dims={dims}; see {cls.__module__}.{cls.__name__}."
+    return make
 
 
 def _unet_with_dims(dims: int) -> Callable[..., nn.Module]:
     """A UNet constructor with ``dims`` fixed (and removed from its signature)."""
-
-    def make(**kwargs) -> nn.Module:
-        return UNet(dims=dims, **kwargs)
-
-    sig = inspect.signature(UNet)
-    make.__signature__ = sig.replace(  # type: ignore[attr-defined]
-        parameters=[p for name, p in sig.parameters.items() if name != "dims"])
-    make.__name__ = make.__qualname__ = f"unet_{dims}d"
-    make.__doc__ = f"UNet with dims={dims}; see bioloop.models.unet.UNet."
-    return make
+    return _with_dims(UNet, dims, f"unet_{dims}d")
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "2d_unet": _unet_with_dims(2),
     "3d_unet": _unet_with_dims(3),
+    "2d_resnet": _with_dims(ResNet, 2, "resnet_2d"),
+    "3d_resnet": _with_dims(ResNet, 3, "resnet_3d"),
+    "vitnet": ViTVNet,
+    "unet_xy": UNetXY,
+    "unet_xy_zoom": UNetXYZoom,
+    "timm_unet": TimmUNet,
 }
 
 

@@ -152,14 +152,25 @@ class UNet(nn.Module):
         return x[(..., *(slice(0, s) for s in spatial))]
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.size_multiple
-        extra = [(-s) % m for s in x.shape[2:]]
-        if all(s + e == m for s, e in zip(x.shape[2:], extra)):
-            extra[-1] += m  # a 1x1(x1) bottom level would break instance/batch norm
-        if not any(extra):
-            return x
-        pad: list[int] = []
-        for e in reversed(extra):  # F.pad wants the last dimension first
-            pad += [0, e]
-        fits = all(e < s for e, s in zip(extra, x.shape[2:]))
-        return F.pad(x, pad, mode="reflect" if fits else "replicate")
+        return pad_end(x, self.size_multiple)
+
+
+def pad_end(x: torch.Tensor, multiple: int, min_size: int = 0) -> torch.Tensor:
+    """Pad the spatial axes of ``x`` at their end up to a multiple of ``multiple``.
+
+    Each axis is at least ``min_size``; when every axis would be exactly one ``multiple`` (a
+    1x1(x1) coarsest level, which breaks batch/instance norm) the last axis gets one more step.
+    Reflect padding where it fits, else replicate. Crop back with ``x[..., :H, :W]``.
+    """
+    m = multiple
+    sizes = [max(s, min_size) for s in x.shape[2:]]
+    extra = [t - s + (-t) % m for s, t in zip(x.shape[2:], sizes)]
+    if all(s + e == m for s, e in zip(x.shape[2:], extra)):
+        extra[-1] += m  # a 1x1(x1) bottom level would break instance/batch norm
+    if not any(extra):
+        return x
+    pad: list[int] = []
+    for e in reversed(extra):  # F.pad wants the last dimension first
+        pad += [0, e]
+    fits = all(e < s for e, s in zip(extra, x.shape[2:]))
+    return F.pad(x, pad, mode="reflect" if fits else "replicate")

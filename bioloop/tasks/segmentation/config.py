@@ -8,9 +8,8 @@ import attrs
 
 from bioloop.config import validators as v
 from bioloop.config.schema import TrainingConfig, setting
+from bioloop.tasks.segmentation.process import ProcessConfig
 
-_AXES = ("z", "y", "x")
-_TRANSFORMS = ("mirror", "transpose")
 
 
 @attrs.frozen(kw_only=True)
@@ -20,6 +19,20 @@ class ArrayInfo:
     shape: tuple[int, ...] = setting(doc="patch shape in voxels, (z, y, x); z = 1 makes 2D patches",
                                      validator=v.each_positive)
     scale: tuple[float, ...] = setting(doc="voxel size in nm, (z, y, x)", validator=v.each_positive)
+
+    @staticmethod
+    def unwrap_settings(values):
+        """Accept the dict-of-arrays form ``{"raw": {"shape": ..., "scale": ...}}`` (one entry)."""
+        if isinstance(values, dict) and len(values) == 1:
+            (key, inner), = values.items()
+            if key not in ("shape", "scale") and isinstance(inner, dict):
+                return inner
+        return values
+
+    @property
+    def extent(self) -> tuple[float, ...]:
+        """World size of a patch in nm per axis."""
+        return tuple(n * s for n, s in zip(self.shape, self.scale))
 
     def check(self) -> list[str]:
         problems = []
@@ -35,6 +48,23 @@ def _default_transforms() -> dict[str, Any]:
 
 
 @attrs.frozen(kw_only=True)
+class DatasplitSettings:
+    """Where to find crops when generating the datasplit CSV (CellMap make_datasplit_csv)."""
+
+    search_path: str = setting(doc="template, e.g. 'data/{dataset}/{dataset}.zarr/recon-1/{name}', or a folder "
+                                   "of Allen tifs with layout='allen'", path=True)
+    raw_name: str = setting("em/fibsem-uint8", "raw image inside a dataset ({name} of search_path)")
+    crop_name: str = setting("labels/groundtruth/{crop}/{label}", "label arrays inside a dataset")
+    layout: Literal["cellmap", "allen"] = setting("cellmap", "'cellmap' zarr crops or 'allen' tif triplets")
+    datasets: list[str] = setting(factory=lambda: ["*"], doc="dataset names or glob patterns to include")
+    crops: list[str] = setting(factory=lambda: ["*"], doc="crop names or glob patterns to include")
+    force_all_classes: bool | Literal["train", "validate"] = setting(
+        False, "True: only crops annotating every class; 'train'/'validate': only that usage needs all classes")
+    filter_by_scale: float | tuple[float, ...] | None = setting(
+        None, "keep only crops with a level at this voxel size (nm) or finer")
+
+
+@attrs.frozen(kw_only=True)
 class SegmentationConfig(TrainingConfig):
     """Semantic segmentation of 2D/3D volumes stored as OME-NGFF zarr."""
 
@@ -45,57 +75,83 @@ class SegmentationConfig(TrainingConfig):
         factory=lambda: ArrayInfo(shape=(1, 128, 128), scale=(8.0, 8.0, 8.0)),
         doc="{'shape': (z, y, x) voxels, 'scale': (z, y, x) nm} of the input patches",
     )
-    target_array_info: ArrayInfo | None = setting(None, "geometry of the target patches; None uses input_array_info")
+    target_array_info: ArrayInfo | None = setting(
+        None, "geometry of the target patches, centred on the input patch; smaller for valid-convolution models "
+              "(Allen size_out), another scale resamples the labels; None uses input_array_info")
+    validation_prob: float = setting(0.3, "share of datasets for validation when the datasplit is generated",
+                                     validator=v.all_of(v.at_least(0.0), v.below(1.0)))
+    datasplit: DatasplitSettings | None = setting(
+        None, "how to generate datasplit_path when it does not exist (crawl a search path); None requires the file")
+    label_layout: Literal["per_class", "class_ids", "instances"] = setting(
+        "per_class", "labels: 'per_class' = one binary array per class inside the crop group (CellMap); "
+                     "'class_ids' = one label image whose values are class ids (see class_ids); "
+                     "'instances' = one instance label image, every id > 0 is the (single) class")
+    class_ids: dict[str, int] | None = setting(
+        None, "label value of each class for label_layout='class_ids'; None means classes[i] -> i + 1")
+    weighted_sampler: bool = setting(False, "draw training crops class-balanced (rare classes as often as common ones)")
+    patch_per_buffer: int | None = setting(
+        None, "Allen PatchPerBuffer: train from a buffer of this many pre-cut patches; None cuts a fresh patch "
+              "every iteration", validator=v.at_least(1))
+    epoch_shuffle: int = setting(5, "refresh the patch buffer every this many epochs (Allen epoch_shuffle)",
+                                 validator=v.at_least(1))
+    intensity_transforms: dict[str, Any] | None = setting(
+        None, "training intensity augmentation on normalised raw: {'noise': {'std': s, 'p': p}, "
+              "'contrast': {'range': [lo, hi]}, 'gamma': {'range': [lo, hi]}, 'blur': {'sigma': [lo, hi]}, "
+              "'brightness': {'range': [lo, hi]}}; None disables")
+    augmentations: Any = setting(None, "an albumentations pipeline (A.Compose) applied to 2D training patches "
+                                       "(raw as image, targets and cost map as masks); None disables")
+    train_raw_value_transforms: Any = setting(None, "callable applied to normalised training raw patches (tensor in, tensor out)")
+    val_raw_value_transforms: Any = setting(None, "callable applied to normalised validation raw patches")
+    target_value_transforms: Any = setting(None, "callable applied to target patches (C, *S) before the loss")
     spatial_transforms: dict[str, Any] | None = setting(
         factory=_default_transforms,
         doc="training augmentation: {'mirror': {'axes': {'x': p, ...}}, 'transpose': {'axes': ['x', 'y']}}; None disables",
     )
-    normalization: Literal["dtype", "none"] = setting(
-        "dtype", "input scaling: 'dtype' maps integer raw to [0, 1] by its dtype's range; 'none' keeps values"
-    )
+    normalization: str | dict[str, Any] = setting(
+        "dtype", "input scaling, recorded in the checkpoint so predict repeats it: 'dtype' (integers to [0, 1] by "
+                 "dtype range), 'none', {'mode': 'minmax', 'min': a, 'max': b}, {'mode': 'zscore', 'mean': m, "
+                 "'std': s}, or {'mode': 'percentile', 'low': 1, 'high': 99.8} (fitted on the training data)")
     threshold: float = setting(0.5, "probability above which a voxel counts as the class (metrics, evaluate)",
                                validator=v.between(0.0, 1.0))
     storage_options: dict[str, Any] = setting(factory=dict, doc="fsspec options for remote paths (s3://)")
+    process: ProcessConfig = setting(factory=ProcessConfig, doc="`bioloop process`: thresholds, connected "
+                                     "components, watershed, minimum size, or your own process_func")
 
     def check(self) -> list[str]:
         problems = super().check()
         target = self.target_array_info
-        if target is not None and target != self.input_array_info:
-            problems.append(
-                "target_array_info: a target geometry different from input_array_info is not supported yet "
-                f"(got {target!r}); remove it or make it equal to input_array_info"
-            )
-        problems.extend(_check_transforms(self.spatial_transforms))
+        if target is not None and not target.check() and not self.input_array_info.check():
+            inp = self.input_array_info
+            if any(t > i + 1e-6 for t, i in zip(target.extent, inp.extent)):
+                problems.append(f"target_array_info: the target patch ({target.extent} nm) must fit inside the input "
+                                f"patch ({inp.extent} nm); make its shape * scale at most input_array_info's")
+            if (target.shape[0] == 1) != (inp.shape[0] == 1):
+                problems.append("target_array_info: 2D input patches need 2D targets (z = 1) and 3D inputs 3D targets "
+                                f"(got input {tuple(inp.shape)}, target {tuple(target.shape)})")
+        if self.class_ids is not None:
+            missing = [c for c in self.classes if c not in self.class_ids]
+            extra = [c for c in self.class_ids if c not in self.classes]
+            if missing or extra:
+                problems.append(f"class_ids: needs exactly one id per class (missing {missing}, unknown {extra})")
+        if self.label_layout == "instances" and len(self.classes) != 1:
+            problems.append(f"label_layout: 'instances' labels one class; classes has {len(self.classes)} "
+                            f"({list(self.classes)}); use 'class_ids' or 'per_class' for several")
+        from bioloop.errors import ConfigError
+        from bioloop.tasks.segmentation import transforms as T
+
+        problems.extend(T.check_spatial_transforms(self.spatial_transforms))
+        problems.extend(T.check_intensity_transforms(self.intensity_transforms))
+        for key in ("train_raw_value_transforms", "val_raw_value_transforms", "target_value_transforms"):
+            problems.extend(T.check_value_transform(getattr(self, key), key))
+        try:
+            T.Normalizer.parse(self.normalization, "normalization")
+        except ConfigError as exc:
+            problems.append(str(exc))
+        problems.extend(f"process.{p}" if not p.startswith("process.") else p
+                        for p in self.process.check_against(self.classes))
         return problems
 
     @property
     def spatial_dims(self) -> int:
         """2 when patches are single z-slices (the model sees (y, x)), else 3."""
         return 2 if self.input_array_info.shape[0] == 1 else 3
-
-
-def _check_transforms(spec) -> list[str]:
-    if not spec:
-        return []
-    problems = []
-    for name, params in spec.items():
-        if name not in _TRANSFORMS:
-            from bioloop.config.structure import did_you_mean
-
-            problems.append(f"spatial_transforms: unknown transform '{name}'{did_you_mean(name, _TRANSFORMS)}; "
-                            f"available: {', '.join(_TRANSFORMS)}")
-            continue
-        axes = params.get("axes") if isinstance(params, dict) else None
-        if axes is None or set(params) - {"axes"}:
-            problems.append(f"spatial_transforms.{name}: expected {{'axes': ...}} (got {params!r})")
-            continue
-        names = list(axes)
-        bad = [a for a in names if a not in _AXES]
-        if bad:
-            problems.append(f"spatial_transforms.{name}.axes: unknown axis {bad[0]!r}; use 'z', 'y' or 'x'")
-        if name == "mirror":
-            if not isinstance(axes, dict) or not all(isinstance(p, (int, float)) and 0 <= p <= 1 for p in axes.values()):
-                problems.append(f"spatial_transforms.mirror.axes: expected {{axis: probability in [0, 1]}} (got {axes!r})")
-        if name == "transpose" and len(names) < 2:
-            problems.append(f"spatial_transforms.transpose.axes: name at least two axes (got {axes!r})")
-    return problems

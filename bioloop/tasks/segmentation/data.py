@@ -1,178 +1,364 @@
-"""Training and validation patches from CellMap-style crops (raw + one binary array per class).
+"""Training and validation patches from annotated crops.
 
-Labels line up with raw by world coordinates (nm): a crop's voxel ``i`` sits at
-``crop.translation + i * scale``, which is read from raw at the same world position.
-Classes a crop does not annotate are NaN targets (masked out of loss and metrics).
+A crop is an annotated region of a raw image: CellMap crop groups (one binary array per class),
+a class-id label image or an instance label image (``label_layout``), from OME-NGFF zarr, plain
+zarr or tif, local or ``s3://``. Raw is read at ``input_array_info.scale`` and labels at
+``target_array_info.scale`` (resampled when no stored level matches); both line up by world
+coordinates (nm): the target patch is centred on the input patch. Classes a crop does not
+annotate, and target voxels outside the crop, are NaN (masked out of loss and metrics).
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bioloop.data.datasplit import read_datasplit
-from bioloop.data.ngff import Volume, open_volume
+from bioloop.data.datasplit import CropEntry, read_datasplit
+from bioloop.data.ngff import Volume
+from bioloop.data.sources import exists, open_image
 from bioloop.errors import DataError
 
-_AXIS_INDEX = {"z": 0, "y": 1, "x": 2}
+# Raw regions at most this many voxels per crop are copied into memory once (reads then cost
+# nothing); larger crops are read from storage patch by patch.
+CACHE_VOXELS = 64 * 1024 * 1024
+
+
+@dataclass
+class LabelSource:
+    """Where one class's target comes from: a volume and how to turn its values into 0/1."""
+
+    volume: Volume
+    kind: str  # "binary" (> 0) or "id" (== value)
+    value: int = 0
+
+    def mask(self, values: np.ndarray) -> np.ndarray:
+        return (values > 0) if self.kind == "binary" else (values == self.value)
 
 
 @dataclass
 class Crop:
-    """One annotated region: the raw volume, and a label volume per class (None = not annotated)."""
+    """One annotated region. ``grid`` is the label volume that defines the target voxel grid."""
 
     name: str
     raw: Volume
-    labels: dict[str, Volume | None]
-    start_vox: tuple[int, ...]  # crop origin in raw voxels
-    shape: tuple[int, ...]  # crop extent in voxels
+    labels: dict[str, LabelSource | None]
+    grid: Volume
+    shape: tuple[int, ...]  # crop extent in target voxels
+    cost: Volume | None = None
+    fractions: dict[str, float] = field(default_factory=dict)
 
-    def read(self, offset, shape, classes) -> tuple[np.ndarray, np.ndarray]:
-        """Raw and targets (C, *shape) of a box at ``offset`` voxels inside the crop."""
-        raw = self.raw.read(tuple(s + o for s, o in zip(self.start_vox, offset)), shape, fill=0)
-        target = np.full((len(classes), *shape), np.nan, dtype=np.float32)
+    def read(self, offset, target_shape, input_shape, classes, margin=(0, 0, 0)):
+        """Raw (input_shape + 2*margin), targets (C, target_shape + 2*margin) and cost map for a patch.
+
+        ``offset`` is the patch start in target voxels inside the crop; ``margin`` grows both boxes
+        around the same centre (room for rotation before the centre crop).
+        """
+        t_shape = tuple(n + 2 * m for n, m in zip(target_shape, margin))
+        t_start = tuple(o - m for o, m in zip(offset, margin))
+        target = np.full((len(classes), *t_shape), np.nan, dtype=np.float32)
+        inside = _inside_mask(t_start, t_shape, self.shape)
+        cache: dict[int, np.ndarray] = {}
         for c, name in enumerate(classes):
-            volume = self.labels.get(name)
-            if volume is not None:
-                inside = _inside_mask(offset, shape, self.shape)
-                values = volume.read(offset, shape, fill=0).astype(np.float32)
-                target[c] = np.where(inside, (values > 0).astype(np.float32), np.nan)
-        return raw, target
+            source = self.labels.get(name)
+            if source is None:
+                continue
+            key = id(source.volume)
+            if key not in cache:
+                cache[key] = source.volume.read(t_start, t_shape, fill=0)
+            target[c] = np.where(inside, source.mask(cache[key]).astype(np.float32), np.nan)
+        centre = self.grid.voxel_to_world([o + (n - 1) / 2 for o, n in zip(offset, target_shape)])
+        raw_scale = np.asarray(self.raw.scale)
+        i_shape = tuple(n + 2 * int(round(m * ts / rs)) if n > 1 else n
+                        for n, m, ts, rs in zip(input_shape, margin, self.grid.scale, raw_scale))
+        raw_start = [int(math.floor(c + 0.5 - (n - 1) / 2))
+                     for c, n in zip(self.raw.world_to_voxel(centre), i_shape)]
+        raw = self.raw.read(raw_start, i_shape, fill=0)
+        cost = None
+        if self.cost is not None:
+            cost = self.cost.read(t_start, t_shape, fill=0).astype(np.float32)[None]
+        return raw, target, cost
 
 
 def _inside_mask(offset, shape, extent) -> np.ndarray:
     """True where a box at ``offset`` lies inside ``extent`` (outside is unannotated)."""
-    grids = [((np.arange(n) + o) >= 0) & ((np.arange(n) + o) < e) for o, n, e in zip(offset, shape, extent)]
     mask = np.ones(tuple(shape), bool)
-    for axis, grid in enumerate(grids):
-        view = [1] * len(grids)
+    for axis, (o, n, e) in enumerate(zip(offset, shape, extent)):
+        grid = ((np.arange(n) + o) >= 0) & ((np.arange(n) + o) < e)
+        view = [1] * len(shape)
         view[axis] = -1
         mask &= grid.reshape(view)
     return mask
 
 
-def open_crops(cfg, usage: str) -> list[Crop]:
-    """The crops of ``usage`` ('train' or 'validate') listed in the datasplit."""
+# ----------------------------------------------------------------------------- opening crops
+
+
+def target_info(cfg):
+    return cfg.target_array_info or cfg.input_array_info
+
+
+def open_crops(cfg, usage: str, *, context=None) -> list[Crop]:
+    """The crops of ``usage`` ('train' or 'validate') listed in the datasplit.
+
+    ``context`` (raw voxels per axis) sizes the in-memory raw cache around each crop.
+    """
     entries = [e for e in read_datasplit(cfg.datasplit_path) if e.usage == usage]
-    scale = tuple(cfg.input_array_info.scale)
     crops = []
     for entry in entries:
-        raw = open_volume(entry.raw_path, scale, storage_options=cfg.storage_options or None)
-        labels, reference = {}, None
-        for name in cfg.classes:
-            path = f"{entry.gt_path.rstrip('/')}/{name}"
-            if name not in entry.classes or not _exists(path, cfg):
-                labels[name] = None
-                continue
-            labels[name] = reference = open_volume(path, scale, storage_options=cfg.storage_options or None)
-        if reference is None:
-            continue  # this crop annotates none of the requested classes
-        start = _world_to_raw_voxel(reference, raw, entry.gt_path)
-        crops.append(Crop(Path(entry.gt_path).name, raw, labels, start, tuple(reference.shape)))
+        crop = open_crop(cfg, entry, context=context)
+        if crop is not None:
+            crops.append(crop)
     return crops
 
 
-def _exists(path: str, cfg) -> bool:
-    try:
-        open_volume(path, None, storage_options=cfg.storage_options or None)
-    except DataError:
-        return False
-    return True
+def open_crop(cfg, entry: CropEntry, *, context=None) -> Crop | None:
+    options = cfg.storage_options or None
+    in_scale = tuple(cfg.input_array_info.scale)
+    t_scale = tuple(target_info(cfg).scale)
+    raw = open_image(entry.raw_path, in_scale, storage_options=options)
+    labels: dict[str, LabelSource | None] = {}
+    grid = None
+    if cfg.label_layout == "per_class":
+        for name in cfg.classes:
+            path = f"{entry.gt_path.rstrip('/')}/{name}"
+            if name not in entry.classes or not exists(path, options):
+                labels[name] = None
+                continue
+            volume = open_image(path, t_scale, storage_options=options, labels=True)
+            labels[name] = LabelSource(volume, "binary")
+            grid = grid or volume
+    else:
+        volume = open_image(entry.gt_path, t_scale, storage_options=options, labels=True)
+        grid = volume
+        ids = cfg.class_ids or {name: i + 1 for i, name in enumerate(cfg.classes)}
+        for name in cfg.classes:
+            if name not in entry.classes:
+                labels[name] = None
+            elif cfg.label_layout == "instances":
+                labels[name] = LabelSource(volume, "binary")
+            else:
+                labels[name] = LabelSource(volume, "id", int(ids[name]))
+    if grid is None:
+        return None  # this crop annotates none of the requested classes
+    for source in labels.values():
+        if source is not None and tuple(source.volume.spatial_shape) != tuple(grid.spatial_shape):
+            raise DataError.at(entry.gt_path, "the class arrays of one crop differ in shape",
+                               got={n: s.volume.spatial_shape for n, s in labels.items() if s},
+                               fix="every class of a crop must cover the same box")
+    cost = _cost_map(entry, t_scale, options)
+    if cost is not None and tuple(cost.spatial_shape) != tuple(grid.spatial_shape):
+        raise DataError.at(cost.path, "the cost map differs in shape from its labels",
+                           got=(cost.spatial_shape, grid.spatial_shape), fix="write the _CM file on the _GT grid")
+    raw = _cache_region(raw, grid, context)
+    return Crop(_crop_name(entry.gt_path), raw, labels, grid, tuple(grid.spatial_shape), cost)
 
 
-def _world_to_raw_voxel(label: Volume, raw: Volume, where: str) -> tuple[int, ...]:
-    position = np.asarray(raw.world_to_voxel(label.translation))
-    rounded = np.round(position)
-    if np.any(np.abs(position - rounded) > 1e-3):
-        raise DataError.at(where, "crop does not sit on the raw voxel grid", got=tuple(label.translation),
-                           fix="labels and raw must share the voxel size; resampling arrives with a later release")
-    return tuple(int(v) for v in rounded)
+def _crop_name(path: str) -> str:
+    name = Path(path.rstrip("/")).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name[:-3] if name.endswith("_GT") else name
 
 
-def normalize(raw: np.ndarray, mode: str) -> np.ndarray:
-    """'dtype' maps integer data to [0, 1] by its dtype range; 'none' only casts to float32."""
-    if mode == "dtype" and np.issubdtype(raw.dtype, np.integer):
-        info = np.iinfo(raw.dtype)
-        return ((raw.astype(np.float32) - info.min) / float(info.max - info.min)).astype(np.float32)
-    return raw.astype(np.float32)
+def _cost_map(entry: CropEntry, scale, options) -> Volume | None:
+    """The Allen cost map ``name_CM.tif`` next to ``name_GT.tif``, if there is one."""
+    path = entry.gt_path
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        stem = path[: -len(suffix)] if path.endswith(suffix) else None
+        if stem and stem.endswith("_GT"):
+            candidate = f"{stem[:-3]}_CM{suffix}"
+            if exists(candidate, options):
+                return open_image(candidate, scale, storage_options=options)
+            return None
+    return None
 
 
-def _squeeze(cfg, raw, target):
+def _cache_region(raw: Volume, grid: Volume, context) -> Volume:
+    """Copy the raw region around a crop into memory when it is small enough."""
+    if context is None:
+        return raw
+    lo_nm, hi_nm = grid.roi
+    half = np.asarray(grid.scale) / 2
+    lo = np.floor(np.asarray(raw.world_to_voxel(np.asarray(lo_nm) + half))).astype(int) - np.asarray(context) - 1
+    hi = np.ceil(np.asarray(raw.world_to_voxel(np.asarray(hi_nm) - half))).astype(int) + np.asarray(context) + 2
+    shape = hi - lo
+    if np.prod(shape.astype(np.int64)) > CACHE_VOXELS or len(raw.spatial_shape) != raw.ndim:
+        return raw
+    data = raw.read(tuple(int(v) for v in lo), tuple(int(v) for v in shape), fill=0)
+    return Volume(data, tuple(raw.scale), tuple(raw.voxel_to_world(lo)), tuple(raw.axes), raw.path)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def _squeeze(spatial_dims: int, raw, target, cost):
     """2D patches drop their singleton z axis: raw (1, y, x), target (C, y, x)."""
-    if cfg.spatial_dims == 2:
+    if spatial_dims == 2:
         raw, target = raw[0], target[:, 0]
-    return raw[None], target
+        cost = None if cost is None else cost[:, 0]
+    return raw[None], target, cost
 
 
-class RandomPatches(Dataset):
-    """A fresh random patch inside a crop for every (index, seed) the engine's sampler gives."""
+def _sample(raw, target, cost) -> dict:
+    out = {"raw": torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)),
+           "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))}
+    if cost is not None:
+        out["cost"] = torch.from_numpy(np.ascontiguousarray(cost, dtype=np.float32))
+    return out
 
-    def __init__(self, cfg, crops: list[Crop]):
+
+class PatchSource:
+    """Cuts (augmented, normalised) training patches; shared by RandomPatches and the patch buffer."""
+
+    def __init__(self, cfg, crops: list[Crop], normalizer):
+        from bioloop.tasks.segmentation import transforms as T
+
         if not crops:
             raise DataError.at(str(cfg.datasplit_path), "no training crops with any of the classes "
                                f"{list(cfg.classes)}", fix="check the datasplit and the classes setting")
         self.cfg = cfg
         self.crops = crops
-        self.shape = tuple(cfg.input_array_info.shape)
+        self.normalizer = normalizer
+        self.in_shape = tuple(cfg.input_array_info.shape)
+        self.t_shape = tuple(target_info(cfg).shape)
+        self.margin = T.rotation_margin(self.t_shape, cfg.spatial_transforms)
+        self.chooser = None
+        if cfg.weighted_sampler:
+            from bioloop.tasks.segmentation.sampling import WeightedCropChooser, class_weights_for_crops
+
+            fractions = [crop_fractions(c, cfg.classes) for c in crops]
+            self.chooser = WeightedCropChooser(class_weights_for_crops(fractions, list(cfg.classes)))
+        self.albumentations = T.AlbumentationsAdapter(cfg.augmentations) if cfg.augmentations is not None else None
+
+    def draw(self, rng: np.random.Generator, index: int | None = None) -> dict:
+        from bioloop.tasks.segmentation import transforms as T
+
+        cfg = self.cfg
+        if self.chooser is not None:
+            index = self.chooser.choose(rng)
+        elif index is None:
+            index = int(rng.integers(len(self.crops)))
+        crop = self.crops[index]
+        offset = tuple(int(rng.integers(0, max(1, c - s + 1))) for c, s in zip(crop.shape, self.t_shape))
+        raw, target, cost = crop.read(offset, self.t_shape, self.in_shape, cfg.classes, self.margin)
+        raw, target, cost = T.spatial_augment(raw, target, cfg.spatial_transforms, rng, cost=cost,
+                                              out_shape=self.in_shape, target_out_shape=self.t_shape)
+        raw = self.normalizer(raw)
+        if cfg.intensity_transforms:
+            raw = T.intensity_augment(raw, cfg.intensity_transforms, rng)
+        if self.albumentations is not None:
+            raw, target, cost = self.albumentations(raw, target, cost, rng)
+        raw, target, cost = _squeeze(cfg.spatial_dims, raw, target, cost)
+        sample = _sample(raw, target, cost)
+        if cfg.train_raw_value_transforms is not None:
+            sample["raw"] = T.apply_value_transform(cfg.train_raw_value_transforms, sample["raw"])
+        if cfg.target_value_transforms is not None:
+            sample["target"] = T.apply_value_transform(cfg.target_value_transforms, sample["target"])
+        return sample
+
+
+def crop_fractions(crop: Crop, classes) -> dict[str, float]:
+    """Share of annotated voxels that belong to each class (NaN for classes the crop lacks)."""
+    if crop.fractions:
+        return crop.fractions
+    out = {}
+    cache: dict[int, np.ndarray] = {}
+    for name in classes:
+        source = crop.labels.get(name)
+        if source is None:
+            out[name] = float("nan")
+            continue
+        key = id(source.volume)
+        if key not in cache:
+            cache[key] = source.volume.read((0,) * len(crop.shape), crop.shape, fill=0)
+        out[name] = float(np.count_nonzero(source.mask(cache[key]))) / max(1, int(np.prod(crop.shape)))
+    crop.fractions = out
+    return out
+
+
+class RandomPatches(Dataset):
+    """A fresh random patch for every (index, seed) the engine's sampler gives."""
+
+    def __init__(self, cfg, crops: list[Crop], normalizer):
+        self.source = PatchSource(cfg, crops, normalizer)
 
     def __len__(self) -> int:
-        return len(self.crops)
+        return len(self.source.crops)
 
     def __getitem__(self, key):
         index, seed = key
-        rng = np.random.default_rng(seed)
-        crop = self.crops[index]
-        offset = tuple(int(rng.integers(0, max(1, c - s + 1))) for c, s in zip(crop.shape, self.shape))
-        raw, target = crop.read(offset, self.shape, self.cfg.classes)
-        raw, target = augment(raw, target, self.cfg.spatial_transforms, rng)
-        raw, target = _squeeze(self.cfg, normalize(raw, self.cfg.normalization), target)
-        return {"raw": torch.from_numpy(np.ascontiguousarray(raw)), "target": torch.from_numpy(np.ascontiguousarray(target))}
+        return self.source.draw(np.random.default_rng(seed), index)
 
 
-def augment(raw: np.ndarray, target: np.ndarray, spec, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror and transpose only along the axes the spec names ((z, y, x) raw; (C, z, y, x) target)."""
-    if not spec:
-        return raw, target
-    for axis, probability in spec.get("mirror", {}).get("axes", {}).items():
-        if rng.random() < probability:
-            a = _AXIS_INDEX[axis]
-            raw, target = np.flip(raw, a), np.flip(target, a + 1)
-    names = spec.get("transpose", {}).get("axes", [])
-    if len(names) >= 2:
-        axes = [_AXIS_INDEX[n] for n in names if raw.shape[_AXIS_INDEX[n]] > 1 or len(set(raw.shape)) == 1]
-        sizes = {raw.shape[a] for a in axes}
-        if len(axes) >= 2 and len(sizes) == 1:  # only axes of equal length can swap places
-            order = list(range(3))
-            shuffled = list(rng.permutation(axes))
-            for a, b in zip(axes, shuffled):
-                order[a] = b
-            raw = np.transpose(raw, order)
-            target = np.transpose(target, [0] + [o + 1 for o in order])
-    return raw, target
+class BufferedPatches(Dataset):
+    """The Allen patch buffer: ``patch_per_buffer`` patches, cut again every ``epoch_shuffle`` epochs.
+
+    Slot ``i`` of refresh round ``r`` is a pure function of (random_seed, r, i), so resume and any
+    number of DataLoader workers see the same patches. Augmentation is fresh for every draw.
+    """
+
+    def __init__(self, cfg, crops: list[Crop], normalizer):
+        from bioloop.tasks.segmentation.sampling import PatchBuffer
+
+        self.source = PatchSource(cfg, crops, normalizer)
+        self.buffer = PatchBuffer(self._cut, cfg.patch_per_buffer, cfg.epoch_shuffle)
+        self.seed = cfg.random_seed
+        self.epoch = 0
+
+    def _cut(self, rng):
+        return self.source.draw(rng)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.buffer.size
+
+    def __getitem__(self, key):
+        index, _seed = key
+        return self.buffer.get(index, self.epoch, self.seed)
 
 
 class Tiles(Dataset):
     """Deterministic patches that together cover every validation crop completely."""
 
-    def __init__(self, cfg, crops: list[Crop]):
+    def __init__(self, cfg, crops: list[Crop], normalizer):
         self.cfg = cfg
         self.crops = crops
-        self.shape = tuple(cfg.input_array_info.shape)
-        self.tiles = [(i, offset) for i, crop in enumerate(crops) for offset in tile_offsets(crop.shape, self.shape)]
+        self.normalizer = normalizer
+        self.in_shape = tuple(cfg.input_array_info.shape)
+        self.t_shape = tuple(target_info(cfg).shape)
+        self.tiles = [(i, offset) for i, crop in enumerate(crops) for offset in tile_offsets(crop.shape, self.t_shape)]
 
     def __len__(self) -> int:
         return len(self.tiles)
 
     def __getitem__(self, index):
+        from bioloop.tasks.segmentation import transforms as T
+
         crop_index, offset = self.tiles[index]
-        raw, target = self.crops[crop_index].read(offset, self.shape, self.cfg.classes)
-        raw, target = _squeeze(self.cfg, normalize(raw, self.cfg.normalization), target)
-        return {"raw": torch.from_numpy(np.ascontiguousarray(raw)), "target": torch.from_numpy(np.ascontiguousarray(target))}
+        raw, target, cost = self.crops[crop_index].read(offset, self.t_shape, self.in_shape, self.cfg.classes)
+        raw, target, cost = _squeeze(self.cfg.spatial_dims, self.normalizer(raw), target, cost)
+        sample = _sample(raw, target, cost)
+        if self.cfg.val_raw_value_transforms is not None:
+            sample["raw"] = T.apply_value_transform(self.cfg.val_raw_value_transforms, sample["raw"])
+        if self.cfg.target_value_transforms is not None:
+            sample["target"] = T.apply_value_transform(self.cfg.target_value_transforms, sample["target"])
+        return sample
+
+
+def normalize(raw: np.ndarray, mode) -> np.ndarray:
+    """Normalise with a ``normalization`` setting or a recorded normaliser state."""
+    from bioloop.tasks.segmentation.transforms import Normalizer
+
+    return Normalizer.from_state(mode)(raw)
 
 
 def axis_starts(length: int, patch: int, stride: int | None = None) -> list[int]:

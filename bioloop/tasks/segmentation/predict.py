@@ -1,22 +1,46 @@
-"""Tiled prediction over a volume: overlapping patches, blended, every voxel written.
+"""Blockwise prediction of class probabilities over a volume, a world region or a datasplit's validation crops.
 
-Output: one OME-NGFF image per class (``<output>/<class>``, float32 probabilities) with the
-input's voxel size and the world translation of the predicted region, so napari and
-neuroglancer overlay it on the raw volume.
+Output: one OME-NGFF float32 image per class (``<output>/<class>``; ``<output>/<crop>/<class>`` for crops)
+with the input's voxel size and the region's world translation. Blocks are aligned to the region start
+and are whole numbers of chunks (concurrent writers never share one). A block reads its input plus
+context (fill 0 beyond the volume) and writes only its interior. Same-size models: overlapping patches
+on one tile grid per region (results do not depend on blocks or ranks), blended by centre-weighted
+windows. Valid-convolution models (``model.output_shape``): tiles on the output grid, each reading
+``(size_in - size_out) / 2`` voxels of context. Background threads read the next block and write the
+last one. Finished blocks leave markers in ``<output>/.bioloop_blocks``: a rerun with the same settings
+skips them, one with other settings is refused. Block ``i`` runs on rank ``i % world_size``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import zarr
 from tqdm.auto import tqdm
 
-from bioloop.data.ngff import create_volume, open_volume
+from bioloop.data.ngff import Volume, create_volume, open_volume
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
-from bioloop.tasks.segmentation.data import normalize, tile_offsets
+from bioloop.tasks.segmentation.data import axis_starts
+from bioloop.tasks.segmentation.transforms import Normalizer
+
+_MARKERS = ".bioloop_blocks"
+_ACCUMULATOR_BYTES = 1 << 29  # a default block keeps its probability buffers near 512 MiB
+_MAX_CHUNK = 128
+_WAIT_SECONDS = 1800.0
 
 
 def parse_roi(text: str | None, where: str = "--roi") -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -46,63 +70,153 @@ def _window(patch: tuple[int, ...]) -> np.ndarray:
     return np.einsum(",".join("abc"[: len(axes)]) + "->" + "abc"[: len(axes)], *axes) if axes else np.ones(())
 
 
-def predict_volume(cfg, model, *, extras: dict, input: str, output: str, roi: str | None = None,
-                   batch_size: int | None = None, overlap: float = 0.25, overwrite: bool = False,
-                   device: torch.device | None = None, show_progress: bool = True) -> Path:
-    """Predict class probabilities for ``input`` (a raw OME-NGFF group/array) into ``output``."""
+class _Pass(NamedTuple):
+    """One tiling of the volume; shapes in (z, y, x)."""
+
+    patch_in: tuple[int, ...]
+    patch_out: tuple[int, ...]
+    step: tuple[int, ...]
+    drop: int | None  # the volume axis a 2D model does not see
+    context: tuple[int, ...]  # input voxels read on each side of a tile's output
+    margin: tuple[int, ...]  # voxels tiled around the region so its border sees real context
+    window: np.ndarray  # blending weights (ones for valid models)
+
+
+@dataclass
+class _Job:
+    """One output image group: a region (voxels) of one raw volume, written to ``<prefix>/<class>``."""
+
+    volume: Volume
+    start: tuple[int, ...]
+    shape: tuple[int, ...]
+    prefix: Path
+    root: Path
+    grids: list = field(default_factory=list)  # per pass, per axis: tile starts in volume voxels
+    arrays: dict = field(default_factory=dict)
+
+
+class _Block(NamedTuple):
+    index: int
+    job: _Job
+    start: tuple[int, ...]
+    stop: tuple[int, ...]
+
+
+def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output: str, roi: str | None = None,
+                   crops: str | None = None, batch_size: int | None = None,
+                   block_shape: tuple[int, ...] | None = None, overlap: float = 0.25, tta: bool = False,
+                   orthoplanes: bool = False, overwrite: bool = False, resume: bool = True,
+                   device: torch.device | None = None, rank: int = 0, world_size: int = 1,
+                   show_progress: bool = True) -> Path:
+    """Predict class probabilities for ``input`` (or its ``roi``), or for the ``validate`` crops of the
+    datasplit CSV ``crops``, into ``output``; returns the output path.
+
+    ``tta`` averages over flips of every spatial axis of the patch. ``orthoplanes`` (2D models only)
+    also predicts the volume viewed along y and along x and averages the three maps: only
+    meaningful for near-isotropic voxels. ``rank``/``world_size`` shard the blocks (taken from
+    torch.distributed when it is initialised); rank 0 creates the output, the others wait for it.
+    """
     classes = list(extras.get("classes") or cfg.classes)
-    scale = tuple(extras.get("input_scale") or cfg.input_array_info.scale)
+    scale = tuple(float(s) for s in (extras.get("input_scale") or cfg.input_array_info.scale))
     patch = tuple(int(n) for n in (extras.get("input_shape") or cfg.input_array_info.shape))
-    mode = extras.get("normalization") or cfg.normalization
     spatial_dims = int(extras.get("spatial_dims") or cfg.spatial_dims)
-    output_path = Path(output)
-    if output_path.exists() and not overwrite:
-        raise DataError.at(str(output_path), "output already exists", fix="choose another --output or pass --overwrite")
-    volume = open_volume(input, scale, storage_options=cfg.storage_options or None)
-    roi_start, roi_shape = _region(volume, parse_roi(roi), input)
-    # predict a margin of real context around the region where the volume has it, so voxels at
-    # the region's border are seen from the middle of a tile, as in an uninterrupted volume
-    margin = [p // 2 if p > 1 else 0 for p in patch]
-    start = tuple(max(0, a - m) for a, m in zip(roi_start, margin))
-    stop = tuple(min(n, a + s + m) for a, s, m, n in zip(roi_start, roi_shape, margin, volume.spatial_shape))
-    shape = tuple(b - a for a, b in zip(start, stop))
-    strides = tuple(max(1, int(round(p * (1 - overlap)))) if p > 1 else 1 for p in patch)
-    offsets = tile_offsets(shape, patch, strides)
-    probs = np.zeros((len(classes), *shape), np.float32)
-    weights = np.zeros(shape, np.float32)
-    window = _window(patch)
-    device = device or next(model.parameters()).device
-    batch_size = batch_size or cfg.validation_batch_size or cfg.batch_size
-    model.eval()
-    bar = tqdm(total=len(offsets), desc="predict", unit="tile", disable=not progress_enabled(not show_progress))
-    with torch.no_grad():
-        for first in range(0, len(offsets), batch_size):
-            chunk = offsets[first:first + batch_size]
-            tiles = np.stack([normalize(volume.read(tuple(s + o for s, o in zip(start, off)), patch, fill=0), mode)
-                              for off in chunk])
-            x = torch.from_numpy(tiles[:, None])
-            if spatial_dims == 2:
-                x = x[:, :, 0]
-            y = torch.sigmoid(model(x.to(device)).float()).cpu().numpy()
-            if spatial_dims == 2:
-                y = y[:, :, None]
-            for off, tile in zip(chunk, y):
-                box = tuple(slice(o, min(o + p, n)) for o, p, n in zip(off, patch, shape))
-                inner = tuple(slice(0, b.stop - b.start) for b in box)
-                probs[(slice(None), *box)] += tile[(slice(None), *inner)] * window[inner]
-                weights[box] += window[inner]
-            bar.update(len(chunk))
-    bar.close()
-    if not np.all(weights > 0):  # would mean a tiling bug; never write holes silently
-        raise DataError.at(str(output_path), "internal error: some voxels were not predicted")
-    probs /= weights[None]
-    inner = tuple(slice(a - b, a - b + s) for a, b, s in zip(roi_start, start, roi_shape))
-    translation = volume.voxel_to_world(roi_start)
-    for c, name in enumerate(classes):
-        array = create_volume(output_path / name, roi_shape, "float32", scale=scale, translation=translation,
-                              overwrite=overwrite, attributes={"bioloop": {"kind": "probability", "class": name}})
-        array[...] = probs[c][inner]
-    return output_path
+    activation = extras.get("activation") or "sigmoid"
+    norm_state = extras.get("normalization") or cfg.normalization
+    if activation not in ("sigmoid", "softmax"):
+        raise DataError.at("checkpoint extras: activation", "expected 'sigmoid' or 'softmax'", got=activation)
+    if not 0 <= overlap < 1:
+        raise DataError.at("--overlap", "expected a fraction in [0, 1)", got=overlap, fix="use e.g. 0.25")
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed:
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    output = Path(output)
+    passes = _passes(model, patch, spatial_dims, overlap, orthoplanes)
+    jobs = _jobs(cfg, scale, input, roi, crops, output)
+    block = _block_shape(block_shape, passes, len(classes), jobs)
+    blocks = [_Block(i, *b) for i, b in enumerate(b for job in jobs for b in _job_blocks(job, block))]
+    for job in jobs:
+        job.grids = [_grid(job, p) for p in passes]
+    fingerprint = json.loads(json.dumps({
+        "input": _absolute(input), "crops": _absolute(crops), "scale": scale, "classes": classes,
+        "regions": [[job.prefix.relative_to(output).as_posix(), job.start, job.shape] for job in jobs],
+        "patch": patch, "block_shape": block, "overlap": overlap, "tta": tta, "orthoplanes": orthoplanes,
+        "activation": activation, "normalization": norm_state, "weights": _digest(model),
+        "checkpoint": extras.get("checkpoint"), "step": extras.get("step"), "blocks": len(blocks)}, default=str))
+    _prepare(output, fingerprint, jobs, classes, scale, _chunk_shape(block), rank=rank, overwrite=overwrite,
+             resume=resume)
+    done = set(os.listdir(output / _MARKERS))
+    mine = [b for b in blocks if b.index % world_size == rank and f"{b.index}.done" not in done]
+    device = device or next(iter(model.parameters()), torch.empty(0)).device
+    runner = _Runner(model.eval(), passes, classes, activation, tta, torch.device(device),
+                     batch_size or cfg.validation_batch_size or cfg.batch_size, Normalizer.from_state(norm_state))
+    bar = tqdm(total=sum(runner.count(b) for b in mine), desc="predict", unit="tile",
+               disable=not progress_enabled(not show_progress))
+    try:
+        _pipeline(mine, runner, bar)
+    finally:
+        bar.close()
+    if distributed:
+        dist.barrier()
+    return output
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _passes(model, patch, spatial_dims, overlap, orthoplanes) -> list[_Pass]:
+    """The tilings: one for a 3D model or a 2D model slice by slice; three for orthoplanes."""
+    if orthoplanes and spatial_dims != 2:
+        raise DataError.at("--orthoplanes", "needs a 2D model (patches of one z-slice)", got=patch,
+                           fix="drop --orthoplanes for 3D models")
+    model_in = tuple(patch[1:] if spatial_dims == 2 else patch)
+    shape_fn = getattr(model, "output_shape", None)
+    model_out = tuple(int(n) for n in shape_fn(model_in)) if callable(shape_fn) else model_in
+    blend = model_out == model_in
+    views = [(model_in, model_out, None)]
+    if spatial_dims == 2:
+        (h, w), (ho, wo) = model_in, model_out
+        views = [((1, h, w), (1, ho, wo), 0)] + ([((h, 1, w), (ho, 1, wo), 1), ((h, w, 1), (ho, wo, 1), 2)]
+                                                  if orthoplanes else [])
+    passes = []
+    for p_in, p_out, drop in views:
+        step = tuple(max(1, int(round(p * (1 - overlap)))) if blend else p for p in p_out)
+        passes.append(_Pass(p_in, p_out, step, drop, tuple((i - o) // 2 for i, o in zip(p_in, p_out)),
+                            tuple(p // 2 if blend and p > 1 else 0 for p in p_in),
+                            _window(p_out) if blend else np.ones(p_out, np.float32)))
+    return passes
+
+
+def _jobs(cfg, scale, input, roi, crops, output: Path) -> list[_Job]:
+    options = cfg.storage_options or None
+    if (input is None) == (crops is None):
+        raise DataError.at("--input/--crops", "give exactly one of them", got={"input": input, "crops": crops},
+                           fix="--input predicts a volume (or its --roi); --crops the validate crops of a datasplit")
+    if crops is None:
+        volume = open_volume(input, scale, storage_options=options)
+        if len(volume.spatial_shape) != 3:
+            raise DataError.at(str(input), "expected a (z, y, x) volume", got=volume.axes)
+        return [_Job(volume, *_region(volume, parse_roi(roi), input), output, output)]
+    from bioloop.data.datasplit import read_datasplit
+
+    jobs = []
+    for entry in (e for e in read_datasplit(crops) if e.usage == "validate"):
+        volume = open_volume(entry.raw_path, scale, storage_options=options)
+        region = _region(volume, _first_array(entry, scale, options).roi, entry.gt_path)
+        jobs.append(_Job(volume, *region, output / Path(entry.gt_path.rstrip("/")).name, output))
+    if not jobs:
+        raise DataError.at(str(crops), "the datasplit has no 'validate' rows", fix="mark crops to predict as validate")
+    return jobs
+
+
+def _first_array(entry, scale, options) -> Volume:
+    """The crop's box comes from the first class array found in its group (as data.open_crops)."""
+    for name, level in itertools.product(entry.classes, (scale, None)):
+        try:
+            return open_volume(f"{entry.gt_path.rstrip('/')}/{name}", level, storage_options=options)
+        except DataError:
+            continue
+    raise DataError.at(entry.gt_path, "no class array found in the crop group", got=list(entry.classes),
+                       fix="check the crop path in the datasplit")
 
 
 def _region(volume, roi, where) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -119,3 +233,233 @@ def _region(volume, roi, where) -> tuple[tuple[int, ...], tuple[int, ...]]:
         raise DataError.at(str(where), "--roi does not overlap the volume", got=roi,
                            fix=f"the volume spans {volume.roi[0]} to {volume.roi[1]} nm")
     return tuple(lo), tuple(b - a for a, b in zip(lo, hi))
+
+
+def _block_shape(block_shape, passes, n_classes, jobs) -> tuple[int, ...]:
+    """The given block shape, checked; by default a multiple of the tile step near the memory budget."""
+    if block_shape is not None:
+        if len(block_shape) != 3 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in block_shape):
+            raise DataError.at("--block-shape", "expected three positive voxel counts (z, y, x)", got=block_shape)
+        return tuple(int(n) for n in block_shape)
+    unit = [max(p.step[a] for p in passes) for a in range(3)]
+    n = max(1, int((_ACCUMULATOR_BYTES / (4 * (n_classes + 1)) / math.prod(unit)) ** (1 / 3)))
+    return tuple(min(u * n, max(job.shape[a] for job in jobs)) for a, u in enumerate(unit))
+
+
+def _chunk_shape(block) -> tuple[int, ...]:
+    """The largest divisor of each block side up to 128 voxels (the whole side when it has none >= 16)."""
+    divisors = [max(k for k in range(1, min(b, _MAX_CHUNK) + 1) if b % k == 0) for b in block]
+    return tuple(b if d < 16 and b > _MAX_CHUNK else d for b, d in zip(block, divisors))
+
+
+def _job_blocks(job: _Job, block):
+    end = [s + n for s, n in zip(job.start, job.shape)]
+    for start in itertools.product(*(range(s, e, b) for s, e, b in zip(job.start, end, block))):
+        yield job, start, tuple(min(a + b, e) for a, b, e in zip(start, block, end))
+
+
+def _grid(job: _Job, p: _Pass) -> list[np.ndarray]:
+    """Tile starts per axis over the region plus its margin (clipped to the volume)."""
+    grid = []
+    for a, n in enumerate(job.volume.spatial_shape):
+        lo = max(0, job.start[a] - p.margin[a])
+        hi = min(n, job.start[a] + job.shape[a] + p.margin[a])
+        grid.append(lo + np.asarray(axis_starts(hi - lo, p.patch_out[a], p.step[a]), dtype=np.int64))
+    return grid
+
+
+def _block_tiles(block: _Block, k: int, p: _Pass) -> list[np.ndarray]:
+    """Per axis, the tile starts of pass ``k`` whose output overlaps the block."""
+    return [g[(g < b1) & (g + o > b0)] for g, b0, b1, o in zip(block.job.grids[k], block.start, block.stop,
+                                                                p.patch_out)]
+
+
+# ----------------------------------------------------------------------------- output, markers, resume
+
+
+def _prepare(output: Path, fingerprint, jobs, classes, scale, chunks, *, rank, overwrite, resume) -> None:
+    """Rank 0 checks/creates the output; the other ranks wait for it; every rank opens the arrays."""
+    error = None
+    if rank == 0:
+        try:
+            _create_or_check(output, fingerprint, jobs, classes, scale, chunks, overwrite=overwrite, resume=resume)
+        except DataError as exc:
+            error = str(exc)
+    if dist.is_available() and dist.is_initialized():
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    elif rank != 0:
+        deadline = time.monotonic() + _WAIT_SECONDS
+        while _read_fingerprint(output) != fingerprint:
+            if time.monotonic() > deadline:
+                raise DataError.at(str(output), "rank 0 did not create the output with these settings in time",
+                                   fix="start rank 0 with the same settings")
+            time.sleep(0.5)
+    if error:
+        raise DataError(error)
+    for job in jobs:
+        job.arrays = {name: zarr.open_array(str(job.prefix / name / "s0"), mode="r+") for name in classes}
+
+
+def _create_or_check(output: Path, fingerprint, jobs, classes, scale, chunks, *, overwrite, resume) -> None:
+    exists = DataError.at(str(output), "output already exists", fix="choose another --output or pass --overwrite")
+    if output.exists() and overwrite:
+        shutil.rmtree(output)
+    elif output.exists():
+        stored = _read_fingerprint(output)
+        if stored is None or not resume:
+            raise exists
+        if sum(name.endswith(".done") for name in os.listdir(output / _MARKERS)) >= stored.get("blocks", 0):
+            raise exists  # complete
+        differ = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
+        if differ:
+            raise DataError.at(str(output), "holds an unfinished prediction made with other settings", got=differ,
+                               fix="rerun with the same settings to finish it, or pass --overwrite to start over")
+        return
+    for job in jobs:
+        translation = job.volume.voxel_to_world(job.start)
+        for name in classes:
+            create_volume(job.prefix / name, job.shape, "float32", scale=scale, translation=translation,
+                          chunks=chunks, attributes={"bioloop": {"kind": "probability", "class": name}})
+    # written last: its presence tells the other ranks that every array exists
+    meta = {"zarr_format": 3, "node_type": "group", "attributes": {"bioloop_predict": fingerprint}}
+    _atomic_write(output / _MARKERS / "zarr.json", json.dumps(meta, indent=1))
+
+
+def _read_fingerprint(output: Path):
+    try:
+        return json.loads((output / _MARKERS / "zarr.json").read_text())["attributes"]["bioloop_predict"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_block(block: _Block, probs: np.ndarray, classes) -> None:
+    """Write a block's interior into every class array, then mark the block finished."""
+    box = tuple(slice(a - s, b - s) for a, b, s in zip(block.start, block.stop, block.job.start))
+    for c, name in enumerate(classes):
+        block.job.arrays[name][box] = probs[c]
+    _atomic_write(block.job.root / _MARKERS / f"{block.index}.done", "")
+
+
+# ----------------------------------------------------------------------------- compute
+
+
+@dataclass
+class _Runner:
+    """Reads a block's input box, runs the model over its tiles and blends them into probabilities."""
+
+    model: torch.nn.Module
+    passes: list[_Pass]
+    classes: list[str]
+    activation: str
+    tta: bool
+    device: torch.device
+    batch_size: int
+    norm: object
+
+    def count(self, block: _Block) -> int:
+        return sum(math.prod(len(t) for t in _block_tiles(block, k, p)) for k, p in enumerate(self.passes))
+
+    def read(self, block: _Block) -> tuple[list[int], np.ndarray]:
+        """The normalised input box all the block's tiles read from (runs in the reader thread)."""
+        lo, hi = [math.inf] * 3, [-math.inf] * 3
+        for k, p in enumerate(self.passes):
+            for a, starts in enumerate(_block_tiles(block, k, p)):
+                lo[a] = min(lo[a], int(starts[0]) - p.context[a])
+                hi[a] = max(hi[a], int(starts[-1]) - p.context[a] + p.patch_in[a])
+        raw = block.job.volume.read(lo, [b - a for a, b in zip(lo, hi)], fill=0)
+        return lo, np.ascontiguousarray(self.norm(raw), dtype=np.float32)
+
+    def compute(self, block: _Block, data, bar) -> np.ndarray:
+        """(C, *block shape) probabilities, averaged over the passes."""
+        origin, raw = data
+        x = torch.from_numpy(raw).to(self.device)
+        with torch.inference_mode():
+            total = sum(self._blend(block, k, p, x, origin, bar) for k, p in enumerate(self.passes))
+        return (total / len(self.passes)).cpu().numpy()
+
+    def _blend(self, block, k, p, x, origin, bar) -> torch.Tensor:
+        tiles = _block_tiles(block, k, p)
+        out_lo = [int(t[0]) for t in tiles]
+        out_shape = [int(t[-1]) + n - int(t[0]) for t, n in zip(tiles, p.patch_out)]
+        acc = torch.zeros((len(self.classes), *out_shape), dtype=torch.float32, device=self.device)
+        weight = torch.zeros(out_shape, dtype=torch.float32, device=self.device)
+        window = torch.from_numpy(np.asarray(p.window, np.float32)).to(self.device)
+        starts = list(itertools.product(*(t.tolist() for t in tiles)))
+        for first in range(0, len(starts), self.batch_size):
+            chunk = starts[first:first + self.batch_size]
+            batch = torch.stack([x[tuple(slice(s - c - o, s - c - o + n) for s, c, o, n in
+                                         zip(start, p.context, origin, p.patch_in))] for start in chunk])
+            for start, tile in zip(chunk, self._forward(batch[:, None], p)):
+                box = tuple(slice(s - o, s - o + n) for s, o, n in zip(start, out_lo, p.patch_out))
+                acc[(slice(None), *box)] += tile * window
+                weight[box] += window
+            bar.update(len(chunk))
+        inner = tuple(slice(a - o, b - o) for a, b, o in zip(block.start, block.stop, out_lo))
+        if not bool((weight[inner] > 0).all()):  # a tiling bug: never write holes silently
+            raise RuntimeError(f"internal error: block {block.index} {block.start}-{block.stop} has unpredicted voxels")
+        return acc[(slice(None), *inner)] / weight[inner]
+
+    def _forward(self, batch: torch.Tensor, p: _Pass) -> torch.Tensor:
+        """Probabilities (B, C, *patch_out) for (B, 1, *patch_in), averaged over flips with tta."""
+        if p.drop is not None:
+            batch = batch.squeeze(p.drop + 2)
+        spatial = range(2, batch.ndim)
+        flips = [f for r in range(len(spatial) + 1) for f in itertools.combinations(spatial, r)] if self.tta else [()]
+        total = 0
+        for axes in flips:
+            logits = self.model(batch.flip(axes) if axes else batch)
+            logits = (logits[0] if isinstance(logits, (list, tuple)) else logits).float()
+            probs = torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)
+            total = total + (probs.flip(axes) if axes else probs)
+        total = total / len(flips)
+        total = total if p.drop is None else total.unsqueeze(p.drop + 2)
+        expected = (batch.shape[0], len(self.classes), *p.patch_out)
+        if tuple(total.shape) != expected:
+            raise DataError.at("model", f"returned probabilities of shape {tuple(total.shape)} for patches of "
+                               f"{p.patch_in}; expected {expected}", fix="a model that crops its output must "
+                               "expose output_shape(input_shape), and out_channels must equal the classes")
+        return total
+
+
+def _pipeline(blocks: list[_Block], runner: _Runner, bar) -> None:
+    """Compute blocks in order while one thread reads the next block's input and another writes the last output."""
+    if not blocks:
+        return
+    reader = ThreadPoolExecutor(1, thread_name_prefix="bioloop-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="bioloop-write")
+    try:
+        reading, writing = reader.submit(runner.read, blocks[0]), None
+        for i, block in enumerate(blocks):
+            data = reading.result()
+            if i + 1 < len(blocks):
+                reading = reader.submit(runner.read, blocks[i + 1])
+            probs = runner.compute(block, data, bar)
+            if writing is not None:
+                writing.result()  # at most one block waits to be written; its errors surface here
+            writing = writer.submit(_write_block, block, probs, runner.classes)
+        writing.result()
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True)
+
+
+def _digest(model) -> str:
+    """A short hash of the model's class and weights (part of the resume fingerprint)."""
+    h = hashlib.blake2b(type(model).__qualname__.encode(), digest_size=16)
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _absolute(path) -> str | None:
+    return None if path is None else str(path) if "://" in str(path) else os.path.abspath(path)

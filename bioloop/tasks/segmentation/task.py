@@ -29,6 +29,7 @@ class SegmentationTask:
             if not isinstance(cfg.model, torch.nn.Module):
                 raise ConfigError.at(_where(cfg, "model"), "expected a torch.nn.Module instance", got=cfg.model,
                                      fix="write model = MyNet(...) or use model_name/model_kwargs")
+            self.check_model(cfg, cfg.model)
             return cfg.model
         from bioloop.models import build_model
 
@@ -42,34 +43,78 @@ class SegmentationTask:
             raise ConfigError.at(_where(cfg, "model_name"), f"a {dims}D model cannot take the "
                                  f"{cfg.spatial_dims}D patches of input_array_info {tuple(cfg.input_array_info.shape)}",
                                  got=cfg.model_name, fix=f"use the {cfg.spatial_dims}d variant or change the patch shape")
+        self.check_model(cfg, model)
         return model
+
+    def check_model(self, cfg, model) -> None:
+        """The model's output size must be the target patch size (Allen size_in/size_out)."""
+        from bioloop.tasks.segmentation.data import target_info
+
+        drop = 1 if cfg.spatial_dims == 2 else 0
+        size_in = tuple(cfg.input_array_info.shape)[drop:]
+        size_out = tuple(target_info(cfg).shape)[drop:]
+        output_shape = getattr(model, "output_shape", None)
+        expected = tuple(output_shape(size_in)) if callable(output_shape) else size_in
+        if expected != size_out:
+            hint = ""
+            suggest = getattr(model, "suggest_sizes", None)
+            if callable(suggest):
+                hint = "; " + str(suggest(size_in))
+            key = "target_array_info" if cfg.target_array_info is not None else "input_array_info"
+            raise ConfigError.at(_where(cfg, key), f"the model turns a {size_in} input patch into {expected}, "
+                                 f"but the target patch is {size_out}", got=cfg.model_name,
+                                 fix=f"set target_array_info shape to {expected} (with a leading 1 for 2D){hint}")
 
     def build_loss(self, cfg):
         from bioloop.tasks.segmentation.losses import build_criterion
 
         return build_criterion(cfg.criterion, dict(cfg.criterion_kwargs), where=_where(cfg, "criterion"),
-                               num_classes=len(cfg.classes))
+                               num_classes=len(cfg.classes), has_cost_map=self._has_cost_map)
+
+    _has_cost_map = False
+    _normalizer = None
 
     # ------------------------------------------------------------ data
     def build_datasets(self, cfg):
-        from bioloop.tasks.segmentation.data import RandomPatches, Tiles, open_crops
+        from bioloop.tasks.segmentation.data import BufferedPatches, RandomPatches, Tiles, open_crops
+        from bioloop.tasks.segmentation.datasplit import ensure_datasplit
+        from bioloop.tasks.segmentation.transforms import Normalizer, rotation_margin
 
-        train = RandomPatches(cfg, open_crops(cfg, "train"))
-        val_crops = open_crops(cfg, "validate")
-        return train, (Tiles(cfg, val_crops) if val_crops else None)
+        ensure_datasplit(cfg)
+        margin = rotation_margin(tuple((cfg.target_array_info or cfg.input_array_info).shape), cfg.spatial_transforms)
+        context = [n // 2 + 2 * m + 1 for n, m in zip(cfg.input_array_info.shape, margin)]
+        train_crops = open_crops(cfg, "train", context=context)
+        val_crops = open_crops(cfg, "validate", context=context)
+        normalizer = Normalizer.parse(cfg.normalization, _where(cfg, "normalization"))
+        if normalizer.needs_fit:
+            normalizer.fit([c.raw for c in train_crops])
+        self._normalizer = normalizer
+        self._has_cost_map = any(c.cost is not None for c in train_crops)
+        kind = BufferedPatches if cfg.patch_per_buffer else RandomPatches
+        train = kind(cfg, train_crops, normalizer)
+        return train, (Tiles(cfg, val_crops, normalizer) if val_crops else None)
 
     # ------------------------------------------------------------ steps
+    def activation(self, cfg) -> str:
+        from bioloop.tasks.segmentation.losses import activation_for
+
+        return activation_for(cfg.criterion, dict(cfg.criterion_kwargs))
+
     def training_step(self, model, batch, loss_fn, cfg) -> dict[str, torch.Tensor]:
-        logits = model(batch["raw"])
-        return {"loss": loss_fn(logits.float(), batch["target"])}
+        output = model(batch["raw"])
+        return {"loss": _loss(loss_fn, output, batch)}
 
     def validation_step(self, model, batch, loss_fn, cfg) -> dict[str, Any]:
         from bioloop.tasks.segmentation.metrics import confusion_counts
 
-        logits = model(batch["raw"]).float()
+        logits = model(batch["raw"])
+        if isinstance(logits, (list, tuple)):
+            logits = logits[0]
+        logits = logits.float()
         target = batch["target"]
-        loss = loss_fn(logits, target)
-        counts = confusion_counts(logits, target, threshold=cfg.threshold, from_logits=True)
+        loss = _loss(loss_fn, logits, batch)
+        probs = _activate(logits, self.activation(cfg))
+        counts = confusion_counts(probs, target, threshold=cfg.threshold, from_logits=False)
         return {"counts": counts.cpu(), "loss": float(loss), "n": int(target.shape[0])}
 
     def reduce_validation(self, parts, cfg) -> dict[str, float]:
@@ -84,13 +129,22 @@ class SegmentationTask:
     def figures(self, model, batch, cfg) -> dict[str, Any]:
         from bioloop.tasks.segmentation.figures import batch_figure
 
-        logits = model(batch["raw"][:1]).float()
-        return {"batch": batch_figure(batch["raw"][0], batch["target"][0], torch.sigmoid(logits[0]), cfg.classes)}
+        logits = model(batch["raw"][:1])
+        if isinstance(logits, (list, tuple)):
+            logits = logits[0]
+        probs = _activate(logits.float(), self.activation(cfg))
+        return {"batch": batch_figure(batch["raw"][0], batch["target"][0], probs[0], cfg.classes)}
 
     def checkpoint_extras(self, cfg) -> dict[str, Any]:
-        info = cfg.input_array_info
-        return {"classes": list(cfg.classes), "normalization": cfg.normalization,
-                "input_shape": list(info.shape), "input_scale": list(info.scale), "spatial_dims": cfg.spatial_dims}
+        from bioloop.tasks.segmentation.data import target_info
+        from bioloop.tasks.segmentation.transforms import Normalizer
+
+        info, target = cfg.input_array_info, target_info(cfg)
+        normalizer = self._normalizer or Normalizer.parse(cfg.normalization, _where(cfg, "normalization"))
+        return {"classes": list(cfg.classes), "normalization": normalizer.state(),
+                "input_shape": list(info.shape), "input_scale": list(info.scale),
+                "target_shape": list(target.shape), "target_scale": list(target.scale),
+                "spatial_dims": cfg.spatial_dims, "activation": self.activation(cfg)}
 
     # ------------------------------------------------------------ predict / evaluate
     def predict(self, cfg, model, *, extras, **options):
@@ -99,9 +153,25 @@ class SegmentationTask:
         return predict_volume(cfg, model, extras=extras, **options)
 
     def evaluate(self, cfg, **options):
-        from bioloop.tasks.segmentation.evaluate import evaluate_semantic
+        from bioloop.tasks.segmentation.evaluate import evaluate
 
-        return evaluate_semantic(cfg, **options)
+        return evaluate(cfg, **options)
+
+    def process(self, cfg, **options):
+        from bioloop.tasks.segmentation.process import process_volume
+
+        return process_volume(cfg.process, list(cfg.classes), storage_options=cfg.storage_options or None, **options)
+
+
+def _loss(loss_fn, output, batch) -> torch.Tensor:
+    cost = batch.get("cost")
+    if cost is None:
+        return loss_fn(output, batch["target"])
+    return loss_fn(output, batch["target"], weight=cost)
+
+
+def _activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    return torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
 
 
 TASK = SegmentationTask()

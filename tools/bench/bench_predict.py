@@ -1,0 +1,137 @@
+"""Benchmark blockwise prediction on CPU: pipeline vs model-only throughput, and peak memory vs volume size.
+
+Run (about 2-3 minutes on 2 CPU cores):
+
+    cd /work/main && .venv/bin/python tools/bench/bench_predict.py
+
+1. Throughput: the default ``3d_unet`` (5.6 M parameters) on 48^3 patches, batch 2. "model-only" times
+   forward passes on tensors already in memory; "pipeline" times ``predict_volume`` over a uint8
+   OME-NGFF volume (read, normalise, tile, forward, blend, write; blockwise, several blocks). Both
+   count forward tiles, so the ratio is the pipeline's overhead (target >= 0.85).
+2. Memory: ``predict_volume`` with a small model and a fixed block shape on a volume and on one 2x
+   larger per axis (8x the voxels), each in a fresh subprocess; peak RSS above the RSS before the
+   call (VmHWM after resetting it) and tracemalloc's peak (numpy buffers) should not grow with the volume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bioloop.data.ngff import write_volume  # noqa: E402
+from bioloop.models import build_model  # noqa: E402
+from bioloop.tasks.segmentation import predict as P  # noqa: E402
+
+SCALE = (8.0, 8.0, 8.0)
+
+
+def _settings(patch, batch):
+    cfg = SimpleNamespace(classes=["a", "b"], input_array_info=SimpleNamespace(shape=patch, scale=SCALE),
+                          normalization="dtype", spatial_dims=3, storage_options={}, validation_batch_size=batch,
+                          batch_size=batch)
+    extras = {"classes": ["a", "b"], "input_shape": list(patch), "input_scale": list(SCALE),
+              "normalization": "dtype", "spatial_dims": 3, "activation": "sigmoid"}
+    return cfg, extras
+
+
+def _volume(path: Path, shape, seed=0) -> str:
+    data = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    write_volume(path, data, scale=SCALE, chunks=(64, 64, 64), overwrite=True)
+    return str(path)
+
+
+def throughput(tmp: Path, patch: int, batch: int, shape, block, repeats: int) -> None:
+    model = build_model("3d_unet", {"in_channels": 1, "out_channels": 2}, where="bench").eval()
+    x = torch.rand(batch, 1, patch, patch, patch)
+    with torch.inference_mode():
+        model(x)  # warm-up (kernel selection) for both measurements
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(x)
+        model_only = repeats * batch / (time.perf_counter() - start)
+    cfg, extras = _settings((patch,) * 3, batch)
+    path = _volume(tmp / "raw.zarr" / "throughput", shape)
+    calls = []
+    forward = model.forward
+    model.forward = lambda t: (calls.append(t.shape[0]), forward(t))[1]
+    start = time.perf_counter()
+    P.predict_volume(cfg, model, extras=extras, input=path, output=str(tmp / "throughput.zarr"), block_shape=block,
+                     show_progress=False)
+    seconds = time.perf_counter() - start
+    tiles = sum(calls)
+    single = int(np.prod([len(P.axis_starts(n, patch, round(patch * 0.75))) for n in shape]))
+    print(f"model-only: {model_only:.3f} tiles/s ({repeats} batches of {batch} x {patch}^3)")
+    print(f"pipeline:   {tiles / seconds:.3f} tiles/s ({tiles} tiles in {seconds:.1f} s; volume {shape}, "
+          f"blocks {block}; one whole-volume tiling would need {single} tiles)")
+    print(f"ratio pipeline / model-only: {tiles / seconds / model_only:.3f}")
+
+
+def memory(tmp: Path, shapes, block) -> None:
+    for shape in shapes:
+        path = _volume(tmp / "raw.zarr" / f"mem{shape[0]}", shape)
+        out = tmp / f"mem{shape[0]}.zarr"
+        child = subprocess.run([sys.executable, __file__, "--memory-child", path, str(out), json.dumps(block)],
+                               capture_output=True, text=True, check=True)
+        r = json.loads(child.stdout.strip().splitlines()[-1])
+        print(f"memory: volume {shape} ({np.prod(shape) * 4 * 2 / 2**20:.0f} MiB of float32 output): "
+              f"peak RSS growth {r['rss_mb']:.0f} MiB, tracemalloc peak {r['traced_mb']:.0f} MiB, {r['seconds']:.1f} s")
+
+
+def _rss_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_child(path: str, out: str, block) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Conv3d(1, 2, 3, padding=1).eval()  # cheap: this part measures memory, not speed
+    cfg, extras = _settings((64, 64, 64), 4)
+    with torch.inference_mode():
+        model(torch.rand(4, 1, 64, 64, 64))
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
+    before = _rss_mb("VmRSS")
+    tracemalloc.start()
+    start = time.perf_counter()
+    P.predict_volume(cfg, model, extras=extras, input=path, output=out, block_shape=tuple(block),
+                     show_progress=False)
+    seconds = time.perf_counter() - start
+    traced = tracemalloc.get_traced_memory()[1]
+    print(json.dumps({"rss_mb": _rss_mb("VmHWM") - before, "traced_mb": traced / 2**20, "seconds": seconds}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patch", type=int, default=48)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=6, help="model-only batches timed")
+    parser.add_argument("--memory-child", nargs=3, metavar=("INPUT", "OUTPUT", "BLOCK"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], args.memory_child[1], json.loads(args.memory_child[2]))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        throughput(tmp, args.patch, args.batch, shape=(48, 96, 96), block=(48, 48, 48), repeats=args.repeats)
+        memory(tmp, shapes=[(128, 128, 128), (256, 256, 256)], block=(64, 64, 64))
+
+
+if __name__ == "__main__":
+    main()
