@@ -5,11 +5,11 @@ The public API is imported lazily so that `import bioloop` (and `bioloop --help`
 
 from bioloop._version import __version__
 
-__all__ = ["__version__", "train", "predict", "evaluate", "load_config"]
+__all__ = ["__version__", "train", "predict", "evaluate", "process", "load_config"]
 
 
 def __getattr__(name):
-    if name in ("train", "predict", "evaluate", "load_config"):
+    if name in ("train", "predict", "evaluate", "process", "load_config"):
         from bioloop import api
 
         return getattr(api, name)

@@ -81,3 +81,16 @@ def evaluate(cfg, overrides: Iterable[str] = (), **options) -> dict[str, Any]:
 
     cfg = _as_config(cfg, overrides)
     return get_task(cfg.task).evaluate(cfg, **options)
+
+
+def process(cfg, overrides: Iterable[str] = (), **options) -> Path:
+    """Post-process predictions (segmentation: thresholds, components, watershed; options input, output, ...)."""
+    from bioloop.errors import ConfigError
+    from bioloop.tasks import get_task
+
+    cfg = _as_config(cfg, overrides)
+    task = get_task(cfg.task)
+    if not hasattr(task, "process"):
+        raise ConfigError.at(f"{cfg.source.name if cfg.source else 'config'}: task",
+                             f"the {cfg.task} task has no process step", got=cfg.task)
+    return task.process(cfg, **options)

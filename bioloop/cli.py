@@ -104,19 +104,45 @@ def predict(config, input_path, output_path, roi, checkpoint, batch_size, overwr
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--prediction", required=True, help="Prediction written by `bioloop predict`.")
-@click.option("--truth", required=True, help="Ground-truth crop group (one array group per class).")
+@click.option("--prediction", required=True, help="Prediction written by `bioloop predict` or `bioloop process`.")
+@click.option("--truth", default=None, help="Ground-truth crop group (one label image per class).")
+@click.option("--crops", default=None, help="Datasplit CSV: score every validate crop (prediction/<crop>/<class>).")
+@click.option("--kind", type=click.Choice(["auto", "semantic", "instance"]), default="auto", show_default=True,
+              help="Score masks, instances, or decide from the prediction.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Probability threshold (default: config).")
-@click.option("--report", default=None, help="Also write the scores to this JSON file.")
+@click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="IoU above which a predicted instance matches a true one.")
+@click.option("--report", default=None, help="Also write the scores to this JSON file (and a CSV beside it).")
 @_override
-def evaluate(config, prediction, truth, threshold, report, overrides):
+@_quiet
+def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, report, overrides, quiet):
     """Score a prediction against ground truth and print a table per class."""
     from bioloop import api
+    from bioloop.errors import ConfigError
 
-    result = api.evaluate(config, overrides, prediction=prediction, truth=truth, threshold=threshold, report=report)
+    if not truth and not crops:
+        raise ConfigError.at("evaluate", "give --truth (a crop group) or --crops (a datasplit CSV)")
+    result = api.evaluate(config, overrides, prediction=prediction, truth=truth, crops=crops, kind=kind,
+                          threshold=threshold, iou_threshold=iou_threshold, report=report, show_progress=not quiet)
     click.echo(result["table"])
     if report:
         click.echo(f"report written to {report}")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--input", "input_path", required=True, help="Probabilities written by `bioloop predict`.")
+@click.option("--output", "output_path", required=True, help="Output zarr folder: masks and instance labels per class.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@_override
+@_quiet
+def process(config, input_path, output_path, overwrite, overrides, quiet):
+    """Threshold, connected components, watershed and size filter (the config's `process` section)."""
+    from bioloop import api
+
+    path = api.process(config, overrides, input=input_path, output=output_path, overwrite=overwrite,
+                       show_progress=not quiet)
+    click.echo(f"processed labels written to {path}")
 
 
 def _datasplit_options(func):

@@ -109,6 +109,11 @@ def test_check_sizes_mismatch_names_the_right_size_out_and_size_in():
     text = str(info.value)
     assert "gives size_out (20, 68, 68)" in text
     assert "size_in = (48, 148, 148) for size_out (20, 60, 60)" in text
+    with pytest.raises(ConfigError, match=r"gives size_out \(20, 68, 68\)"):
+        build_model("unet_xy", {"size_in": [48, 156, 156], "size_out": [20, 60, 60],
+                                "base_channels": 1}, where=WHERE)
+    build_model("unet_xy", {"size_in": [48, 148, 148], "size_out": [20, 60, 60],
+                            "base_channels": 1}, where=WHERE)
     with pytest.raises(ValueError, match="whose output has its input's size"):
         check_sizes(UNet(), (64, 64), (60, 60))
 
@@ -203,3 +208,62 @@ def test_unknown_model_and_kwarg_did_you_mean():
         build_model("unet_xy_zoom", {"zoom_ratoi": 2}, where=WHERE)
     with pytest.raises(ConfigError, match="padding must be 'reflect', 'replicate' or 'zeros'"):
         build_model("2d_resnet", {"padding": "valid"}, where=WHERE)
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("unet_xy", {"size_in": "abc"}, "size_in must be three integers (z, y, x)"),
+    ("unet_xy", {"size_out": (20, 60, 60)}, "size_out needs size_in"),
+    ("unet_xy", {"norm": "group"}, "norm must be 'batch', 'instance' or None"),
+    ("unet_xy_zoom", {"zoom_ratio": 0}, "zoom_ratio must be an integer >= 1"),
+    ("vitnet", {"embed_dim": 10, "num_heads": 3}, "embed_dim must be divisible by num_heads"),
+    ("vitnet", {"patch_size": 3}, "patch_size must be a power of 2"),
+    ("vitnet", {"dims": 4}, "dims must be 2 or 3"),
+    ("vitnet", {"encoder_channels": []}, "encoder_channels must be a list of at least 1"),
+    ("vitnet", {"dropout": 1.0}, "dropout must be a number in [0, 1)"),
+    ("vitnet", {"norm": "layer"}, "norm must be one of"),
+    ("vitnet", {"patch_size": 1, "encoder_channels": [4]}, "at least one upsampling step"),
+    ("2d_resnet", {"n_blocks": -1}, "n_blocks must be an integer >= 0"),
+    ("3d_resnet", {"norm": "layer"}, "norm must be one of"),
+    ("3d_resnet", {"dropout": 2}, "dropout must be a number in [0, 1)"),
+    ("timm_unet", {"pretrained": 5}, "pretrained must be False or the path of a weights file"),
+    ("timm_unet", {"encoder": SMALL, "decoder_channels": [8, 8]},
+     "decoder_channels must be 5 positive integers, one per feature map"),
+    ("timm_unet", {"encoder": SMALL, "norm": "layer"}, "norm must be one of"),
+])
+def test_constructor_argument_errors(name, kwargs, message):
+    with pytest.raises(ConfigError) as info:
+        build_model(name, kwargs, where=WHERE)
+    assert str(info.value).startswith(f"{WHERE}: model '{name}' rejected its arguments")
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("name, kwargs, shape", [
+    ("2d_resnet", dict(base_channels=1, n_blocks=0), (1, 1, 8, 8, 8)),
+    ("vitnet", dict(_VIT, encoder_channels=(2, 2, 2)), (1, 2, 32, 32, 32)),
+    ("unet_xy", dict(base_channels=1), (1, 1, 92, 92)),
+    ("timm_unet", dict(encoder=SMALL), (1, 3, 32, 32)),
+])
+def test_forward_names_the_expected_layout(name, kwargs, shape):
+    model = build_model(name, kwargs, where=WHERE)
+    with pytest.raises(ValueError, match=r"expects a \(B, C, .*H, W\) input with C=1 "
+                                         r"\(got shape"):
+        model(torch.zeros(shape))
+
+
+def test_timm_unet_unreadable_or_foreign_weight_files(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"junk\.pth: cannot read pretrained weights"):
+        TimmUNet(encoder=SMALL, pretrained=junk)
+    listed = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(CheckpointError, match=r"list\.pth: pretrained weights file holds no "
+                                              r"state dict"):
+        TimmUNet(encoder=SMALL, pretrained=listed)
+    extra = tmp_path / "extra.pth"
+    state = TimmUNet(encoder=SMALL).encoder.state_dict()
+    state["blocks.9.0.conv.weight"] = torch.zeros(1)
+    torch.save(state, extra)
+    with pytest.raises(CheckpointError, match=r"extra\.pth: the file has 1 tensors the encoder "
+                                              r"lacks \(e\.g\. blocks\.9\.0\.conv\.weight\)"):
+        TimmUNet(encoder=SMALL, pretrained=extra)

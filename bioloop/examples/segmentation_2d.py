@@ -25,7 +25,7 @@ input_array_info = {"shape": (1, 96, 96), "scale": (8, 8, 8)}
 spatial_transforms = {"mirror": {"axes": {"x": 0.5, "y": 0.5}}, "transpose": {"axes": ["x", "y"]}}
 
 # --- model ----------------------------------------------------------------------------
-model_name = "2d_unet"  # built-in architectures: 2d_unet, 3d_unet
+model_name = "2d_unet"  # also 2d_resnet, timm_unet (any timm encoder: model_kwargs encoder=...)
 model_kwargs = {"depth": 4, "base_channels": 8}  # small enough for a CPU; widen on a GPU
 # Or build it yourself:  model = MyUNet(...)   (then model_name only names the files)
 
@@ -48,3 +48,8 @@ model_save_path = "runs/checkpoints/{model_name}_{epoch}.pth"
 logs_save_path = "runs/logs/{model_name}"  # tensorboard --logdir runs/logs
 load_model = "latest"  # rerunning resumes; None starts fresh
 random_seed = 42
+
+# --- `bioloop process` ------------------------------------------------------------------
+# Probabilities -> masks and instance ids (uint32). Nuclei become 3D connected components,
+# consistent across processing blocks; objects smaller than 20 voxels are removed.
+process = {"thresholds": {"nuc": 0.5, "mito": 0.5}, "instance_classes": ["nuc"], "min_size": 20}

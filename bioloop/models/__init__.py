@@ -2,6 +2,9 @@
 
 ``MODELS`` maps a name to a constructor; ``build_model`` turns constructor problems into
 ConfigError messages that name the config key; ``register_model`` adds an architecture.
+Built in: 2d_unet/3d_unet (unet.py), 2d_resnet/3d_resnet (resnet.py), vitnet (vitnet.py),
+unet_xy/unet_xy_zoom (unet_xy.py, valid convolutions: ``output_shape``, ``valid_sizes``,
+``check_sizes``) and timm_unet (timm_unet.py).
 """
 
 from __future__ import annotations

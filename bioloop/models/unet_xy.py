@@ -18,6 +18,7 @@ e.g. k=3: (52, 420, 420) -> (20, 152, 152).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -89,19 +90,20 @@ class UNetXY(nn.Module):
 
     Training mode returns ``[main, aux1, aux2]`` (all (B, out_channels, *output_shape));
     eval mode returns ``main``. Args: in_channels; out_channels (Allen: 2); base_channels
-    (Allen: 32); norm "batch" (default), "instance" or None; size_in: an optional (z, y, x)
-    checked at construction (ValueError naming the nearest valid sizes).
+    (Allen: 32); norm "batch" (default), "instance" or None; size_in / size_out: an optional
+    (z, y, x) pair as in Allen's config, checked at construction (ValueError naming the
+    nearest valid sizes); the model itself works for any valid size.
     """
 
     name = "unet_xy"
     dims = 3
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2, *, base_channels: int = 32,
-                 norm: str | None = "batch", size_in: Sequence[int] | None = None):
+                 norm: str | None = "batch", size_in: Sequence[int] | None = None,
+                 size_out: Sequence[int] | None = None):
         super().__init__()
         self._build(in_channels, out_channels, base_channels, norm, None)
-        if size_in is not None:
-            self.output_shape(size_in)
+        self._check_config_sizes(size_in, size_out)
 
     def _build(self, in_channels, out_channels, base_channels, norm, zoom) -> None:
         _check_int("in_channels", in_channels, 1)
@@ -130,6 +132,14 @@ class UNetXY(nn.Module):
             self.up2a, self.up1a = _tconv(8 * b, c, 8, 4), _tconv(4 * b, c, 4, 2)
         self.conv2a, self.conv1a = nn.Conv3d(c, c, 3), nn.Conv3d(c, c, 3)
         self.predict2a, self.predict1a = nn.Conv3d(c, c, 1), nn.Conv3d(c, c, 1)
+
+    def _check_config_sizes(self, size_in, size_out) -> None:
+        if size_out is not None and size_in is None:
+            raise ValueError(f"size_out needs size_in (got size_out={size_out!r})")
+        if size_in is not None:
+            self.output_shape(size_in)
+            if size_out is not None:
+                check_sizes(self, _as_shape(size_in, "size_in"), _as_shape(size_out, "size_out"))
 
     @property
     def label(self) -> str:
@@ -182,19 +192,20 @@ class UNetXYZoom(UNetXY):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2, *, zoom_ratio: int = 3,
                  base_channels: int = 32, norm: str | None = "batch",
-                 size_in: Sequence[int] | None = None):
+                 size_in: Sequence[int] | None = None, size_out: Sequence[int] | None = None):
         nn.Module.__init__(self)
         _check_int("zoom_ratio", zoom_ratio, 1)
         self._build(in_channels, out_channels, base_channels, norm, zoom_ratio)
-        if size_in is not None:
-            self.output_shape(size_in)
+        self._check_config_sizes(size_in, size_out)
 
 
 def _as_shape(shape, what: str) -> tuple[int, ...]:
-    if (not isinstance(shape, Sequence) or isinstance(shape, str) or len(shape) != 3
-            or any(isinstance(s, bool) or not isinstance(s, int) for s in shape)):
-        raise ValueError(f"{what} must be three integers (z, y, x) (got {shape!r})")
-    return tuple(int(s) for s in shape)
+    try:
+        if isinstance(shape, str) or len(shape) != 3 or any(isinstance(s, bool) for s in shape):
+            raise TypeError
+        return tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise ValueError(f"{what} must be three integers (z, y, x) (got {shape!r})") from None
 
 
 def _make(model, zoom_ratio: int | None) -> UNetXY | None:

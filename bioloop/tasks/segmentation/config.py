@@ -82,10 +82,11 @@ class SegmentationConfig(TrainingConfig):
                                      validator=v.all_of(v.at_least(0.0), v.below(1.0)))
     datasplit: DatasplitSettings | None = setting(
         None, "how to generate datasplit_path when it does not exist (crawl a search path); None requires the file")
-    label_layout: Literal["per_class", "class_ids", "instances"] = setting(
+    label_layout: Literal["per_class", "class_ids", "instances", "binary"] = setting(
         "per_class", "labels: 'per_class' = one binary array per class inside the crop group (CellMap); "
                      "'class_ids' = one label image whose values are class ids (see class_ids); "
-                     "'instances' = one instance label image, every id > 0 is the (single) class")
+                     "'instances' = one instance label image, every id > 0 is the (single) class; "
+                     "'binary' = one mask (0/1 or 0/255, e.g. Allen _GT files), > 0 is the (single) class")
     class_ids: dict[str, int] | None = setting(
         None, "label value of each class for label_layout='class_ids'; None means classes[i] -> i + 1")
     weighted_sampler: bool = setting(False, "draw training crops class-balanced (rare classes as often as common ones)")
@@ -133,8 +134,8 @@ class SegmentationConfig(TrainingConfig):
             extra = [c for c in self.class_ids if c not in self.classes]
             if missing or extra:
                 problems.append(f"class_ids: needs exactly one id per class (missing {missing}, unknown {extra})")
-        if self.label_layout == "instances" and len(self.classes) != 1:
-            problems.append(f"label_layout: 'instances' labels one class; classes has {len(self.classes)} "
+        if self.label_layout in ("instances", "binary") and len(self.classes) != 1:
+            problems.append(f"label_layout: '{self.label_layout}' labels one class; classes has {len(self.classes)} "
                             f"({list(self.classes)}); use 'class_ids' or 'per_class' for several")
         from bioloop.errors import ConfigError
         from bioloop.tasks.segmentation import transforms as T

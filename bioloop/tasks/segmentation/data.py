@@ -140,7 +140,7 @@ def open_crop(cfg, entry: CropEntry, *, context=None) -> Crop | None:
         for name in cfg.classes:
             if name not in entry.classes:
                 labels[name] = None
-            elif cfg.label_layout == "instances":
+            elif cfg.label_layout in ("instances", "binary"):
                 labels[name] = LabelSource(volume, "binary")
             else:
                 labels[name] = LabelSource(volume, "id", int(ids[name]))
