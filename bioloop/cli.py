@@ -250,8 +250,16 @@ def init(template, dest):
 @cli.command()
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, help="Seed of the generator.")
-def synthetic(dest, seed):
-    """Write the synthetic EM dataset (raw, nuclei and mitochondria crops, datasplit.csv) to DEST."""
+@click.option("--layout", type=click.Choice(["cellmap", "allen"]), default="cellmap", show_default=True,
+              help="cellmap: OME-NGFF EM volume with label crops; allen: image/_GT/_CM tif triplets.")
+def synthetic(dest, seed, layout):
+    """Write a synthetic dataset to DEST (EM volume with nuclei/mitochondria crops, or Allen-style tifs)."""
+    if layout == "allen":
+        from bioloop.data.synthetic_allen import make_allen_dataset
+
+        files = make_allen_dataset(dest, n=4, shape=(40, 128, 128), seed=seed)
+        click.echo("\n".join("  ".join(str(f) for f in triplet if f) for triplet in files))
+        return
     from bioloop.data.synthetic import make_em_dataset
 
     data = make_em_dataset(dest, seed=seed)

@@ -10,7 +10,7 @@ from bioloop.models import (MODELS, TimmUNet, UNet, UNetXY, UNetXYZoom, build_mo
                             valid_sizes)
 
 WHERE = "train.py: model_kwargs"
-SMALL = "mobilenetv3_small_050"  # a fast timm encoder (strides 2..32)
+SMALL = "test_resnet"  # timm's tiny test model (strides 2..32), fast on CPU
 _VIT = dict(embed_dim=8, depth=1, num_heads=2, mlp_dim=16, head_channels=8, dropout=0.0)
 
 # name -> (tiny kwargs, input shape (B, C, *S)); every registered model must be listed here
@@ -24,7 +24,7 @@ TINY = {
                (2, 1, 16, 16, 32)),
     "unet_xy": (dict(base_channels=4), (1, 1, 29, 92, 92)),
     "unet_xy_zoom": (dict(base_channels=4, zoom_ratio=2), (1, 1, 33, 184, 184)),
-    "timm_unet": (dict(encoder="mobilenetv3_small_050", decoder_channels=(16, 8, 8, 4, 4),
+    "timm_unet": (dict(encoder="test_resnet", decoder_channels=(16, 8, 8, 4, 4),
                        out_channels=2), (2, 1, 50, 37)),
 }
 
@@ -176,8 +176,8 @@ def test_timm_unet_adapts_an_rgb_stem_to_grey(tmp_path):
     path = tmp_path / "classifier.pth"
     torch.save({"state_dict": rgb.state_dict()}, path)  # a classifier checkpoint: head ignored
     grey = TimmUNet(in_channels=1, encoder=SMALL, pretrained=path)
-    assert torch.allclose(grey.encoder.conv_stem.weight,
-                          rgb.conv_stem.weight.sum(1, keepdim=True))
+    assert torch.allclose(grey.encoder.state_dict()["conv1.0.weight"],
+                          rgb.state_dict()["conv1.0.weight"].sum(1, keepdim=True))
 
 
 def test_timm_unet_weight_file_errors(tmp_path):
@@ -189,9 +189,10 @@ def test_timm_unet_weight_file_errors(tmp_path):
         TimmUNet(encoder=SMALL, pretrained=bad)
     partial = tmp_path / "partial.pth"
     state = TimmUNet(encoder=SMALL).encoder.state_dict()
-    state.pop("bn1.bias")
+    state.pop("conv1.1.bias")
     torch.save(state, partial)
-    with pytest.raises(CheckpointError, match=r"partial\.pth: .*missing 1 tensors .*bn1\.bias"):
+    with pytest.raises(CheckpointError,
+                       match=r"partial\.pth: .*missing 1 tensors .*conv1\.1\.bias"):
         TimmUNet(encoder=SMALL, pretrained=partial)
 
 
@@ -262,8 +263,8 @@ def test_timm_unet_unreadable_or_foreign_weight_files(tmp_path):
         TimmUNet(encoder=SMALL, pretrained=listed)
     extra = tmp_path / "extra.pth"
     state = TimmUNet(encoder=SMALL).encoder.state_dict()
-    state["blocks.9.0.conv.weight"] = torch.zeros(1)
+    state["layer9.0.conv.weight"] = torch.zeros(1)
     torch.save(state, extra)
     with pytest.raises(CheckpointError, match=r"extra\.pth: the file has 1 tensors the encoder "
-                                              r"lacks \(e\.g\. blocks\.9\.0\.conv\.weight\)"):
+                                              r"lacks \(e\.g\. layer9\.0\.conv\.weight\)"):
         TimmUNet(encoder=SMALL, pretrained=extra)

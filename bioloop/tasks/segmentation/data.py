@@ -335,7 +335,10 @@ class Tiles(Dataset):
         self.normalizer = normalizer
         self.in_shape = tuple(cfg.input_array_info.shape)
         self.t_shape = tuple(target_info(cfg).shape)
-        self.tiles = [(i, offset) for i, crop in enumerate(crops) for offset in tile_offsets(crop.shape, self.t_shape)]
+        tiles = [(i, offset) for i, crop in enumerate(crops) for offset in tile_offsets(crop.shape, self.t_shape)]
+        # a fixed shuffle, so that validation_batch_limit samples every crop rather than one corner
+        order = np.random.default_rng(0).permutation(len(tiles))
+        self.tiles = [tiles[i] for i in order]
 
     def __len__(self) -> int:
         return len(self.tiles)

@@ -57,9 +57,15 @@ class SegmentationTask:
         expected = tuple(output_shape(size_in)) if callable(output_shape) else size_in
         if expected != size_out:
             hint = ""
-            suggest = getattr(model, "suggest_sizes", None)
-            if callable(suggest):
-                hint = "; " + str(suggest(size_in))
+            if callable(output_shape) and len(size_in) == 3:
+                from bioloop.models import valid_sizes
+
+                try:
+                    near = valid_sizes(model, size_in, n=2)
+                    hint = "; valid input sizes near yours: " + ", ".join(
+                        f"{tuple(s)} -> {tuple(output_shape(tuple(s)))}" for s in near)
+                except (ValueError, TypeError):
+                    hint = ""
             key = "target_array_info" if cfg.target_array_info is not None else "input_array_info"
             raise ConfigError.at(_where(cfg, key), f"the model turns a {size_in} input patch into {expected}, "
                                  f"but the target patch is {size_out}", got=cfg.model_name,
