@@ -377,7 +377,7 @@ class _Runner:
                 hi[a] = max(hi[a], int(starts[-1]) - p.context[a] + p.patch_in[a])
         raw = block.job.volume.read(lo, [b - a for a, b in zip(lo, hi)], fill=0)
         out = np.empty(raw.shape, np.float32)
-        slab = max(1, (1 << 22) // max(1, raw[0].size))  # bounds the normaliser's temporaries
+        slab = max(1, (1 << 20) // max(1, raw[0].size))  # bounds the normaliser's temporaries
         for z in range(0, raw.shape[0], slab):
             out[z:z + slab] = self.norm(raw[z:z + slab])
         return lo, out
