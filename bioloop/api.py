@@ -67,12 +67,34 @@ def load_trained_model(cfg, checkpoint: str | None = None, *, device: str | None
 
 def predict(cfg, overrides: Iterable[str] = (), *, checkpoint: str | None = None, device: str | None = None,
             **options) -> Path:
-    """Run the trained model over new data (options are the task's: input, output, roi, ...)."""
+    """Run the trained model over new data (options are the task's: input, output, roi, ...).
+
+    Under torchrun (``bioloop predict --devices N``) every process joins the group, takes its own
+    device and predicts its share of the blocks.
+    """
+    import os
+
     from bioloop.tasks import get_task
 
     cfg = _as_config(cfg, overrides)
-    model, extras, _ = load_trained_model(cfg, checkpoint, device=device)
-    return get_task(cfg.task).predict(cfg, model, extras=extras, **options)
+    runtime = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from bioloop.engine.runtime import init_runtime
+
+        runtime = init_runtime(device if device is not None else cfg.device, "32",
+                               where=cfg.source.name if cfg.source else "")
+        device = str(runtime.device)
+    try:
+        model, extras, path = load_trained_model(cfg, checkpoint, device=device)
+        extras = {**extras, "checkpoint": str(path)}
+        if runtime is not None:
+            options = {**options, "rank": runtime.rank, "world_size": runtime.world_size}
+        return get_task(cfg.task).predict(cfg, model, extras=extras, **options)
+    finally:
+        if runtime is not None:
+            from bioloop.engine.runtime import shutdown
+
+            shutdown(runtime)
 
 
 def evaluate(cfg, overrides: Iterable[str] = (), **options) -> dict[str, Any]:

@@ -83,23 +83,72 @@ def _print_train_summary(result):
     click.echo(f"logs:        {result['run_dir']}  (tensorboard --logdir {result['run_dir']})")
 
 
+def _shape(text):
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected integers 'z,y,x' (got {text!r})") from None
+    if len(values) != 3 or min(values) < 1:
+        raise click.BadParameter(f"expected three positive integers 'z,y,x' (got {text!r})")
+    return values
+
+
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--input", "input_path", required=True, help="Raw volume: an OME-NGFF group/array (local or s3://).")
-@click.option("--output", "output_path", required=True, help="Output OME-NGFF zarr folder.")
+@click.option("--input", "input_path", default=None, help="Raw volume: OME-NGFF group/array, zarr array or tif "
+              "(local or s3://).")
+@click.option("--crops", default=None, help="Instead of --input: predict every validate crop of this datasplit CSV.")
+@click.option("--output", "output_path", required=True, help="Output OME-NGFF zarr folder (local).")
 @click.option("--roi", default=None, help="World region in nm: 'z0:z1,y0:y1,x0:x1' (default: the whole volume).")
 @click.option("--checkpoint", default=None, help="Checkpoint file (default: the run's best, else its latest).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per forward pass.")
+@click.option("--block-shape", default=None, help="Voxels per block 'z,y,x' (memory is bounded by the block).")
+@click.option("--overlap", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
+              help="Tile overlap fraction (blended).")
+@click.option("--tta", is_flag=True, help="Average over flips of the spatial axes (test-time augmentation).")
+@click.option("--orthoplanes", is_flag=True, help="2D models: also predict along y and x and average the three.")
+@click.option("--no-resume", is_flag=True, help="Refuse to continue an unfinished output instead of resuming it.")
+@click.option("--devices", type=click.IntRange(min=1), default=None, help="Processes sharing the blocks (torchrun).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @_override
 @_quiet
-def predict(config, input_path, output_path, roi, checkpoint, batch_size, overwrite, overrides, quiet):
-    """Predict a volume with a trained model; writes probabilities per class."""
+def predict(config, input_path, crops, output_path, roi, checkpoint, batch_size, block_shape, overlap, tta,
+            orthoplanes, no_resume, devices, overwrite, overrides, quiet):
+    """Predict a volume (blockwise, resumable) with a trained model; writes probabilities per class."""
+    if devices and devices > 1 and "WORLD_SIZE" not in os.environ:
+        ctx = click.get_current_context()
+        arguments = ["predict", str(config)]
+        for param in ctx.command.params:
+            value = ctx.params.get(param.name)
+            if param.name in ("config", "devices") or value in (None, False, ()):
+                continue
+            flag = param.opts[0]
+            if param.is_flag:
+                arguments.append(flag)
+            elif param.multiple:
+                for item in value:
+                    arguments += [flag, str(item)]
+            else:
+                arguments += [flag, str(value)]
+        sys.exit(_relaunch(arguments, devices))
     from bioloop import api
 
-    path = api.predict(config, overrides, checkpoint=checkpoint, input=input_path, output=output_path, roi=roi,
-                       batch_size=batch_size, overwrite=overwrite, show_progress=not quiet)
-    click.echo(f"prediction written to {path}")
+    path = api.predict(config, overrides, checkpoint=checkpoint, input=input_path, crops=crops, output=output_path,
+                       roi=roi, batch_size=batch_size, block_shape=_shape(block_shape), overlap=overlap, tta=tta,
+                       orthoplanes=orthoplanes, resume=not no_resume, overwrite=overwrite,
+                       show_progress=not quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"prediction written to {path}")
+
+
+def _relaunch(arguments, devices) -> int:
+    """Re-run ``bioloop <arguments>`` under torchrun with ``devices`` processes on this machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
+               "-m", "bioloop", *arguments]
+    click.echo(f"launching {devices} processes: {' '.join(command[2:])}", err=True)
+    return subprocess.call(command)
 
 
 @cli.command()

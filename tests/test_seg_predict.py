@@ -179,7 +179,8 @@ def test_tta_equals_plain_prediction_for_a_flip_equivariant_model(volume, tmp_pa
     path, _ = volume((6, 7, 8))
     cfg = _cfg()
     plain, flipped = Blur(), Blur()
-    a = predict_volume(cfg, plain, extras=_extras(cfg), input=path, output=str(tmp_path / "a.zarr"), show_progress=False)
+    a = predict_volume(cfg, plain, extras=_extras(cfg), input=path, output=str(tmp_path / "a.zarr"),
+                       show_progress=False)
     b = predict_volume(cfg, flipped, extras=_extras(cfg), input=path, output=str(tmp_path / "b.zarr"), tta=True,
                        show_progress=False)
     np.testing.assert_allclose(_both(a), _both(b), atol=1e-6)
@@ -307,6 +308,11 @@ def test_crops_without_validate_rows_or_class_arrays(volume, tmp_path):
     write_datasplit(split, [CropEntry("validate", path, str(tmp_path / "nowhere"), ("a",))])
     with pytest.raises(DataError, match=r"nowhere: no class array found in the crop group"):
         predict_volume(cfg, Linear(), extras=_extras(cfg), crops=str(split), output=str(tmp_path / "p.zarr"))
+    crop = tmp_path / "c.zarr" / "crop1"
+    write_volume(crop / "a", np.ones((2, 2, 2), np.uint8), scale=SCALE, translation=ORIGIN)
+    write_datasplit(split, [CropEntry("validate", path, str(crop), ("a",))] * 2)
+    with pytest.raises(DataError, match=r"split.csv: two validate crops share a name.*\['crop1'\]"):
+        predict_volume(cfg, Linear(), extras=_extras(cfg), crops=str(split), output=str(tmp_path / "p.zarr"))
 
 
 def test_softmax_activation_sums_to_one(volume, tmp_path):
@@ -315,3 +321,29 @@ def test_softmax_activation_sums_to_one(volume, tmp_path):
     out = predict_volume(cfg, Linear(), extras=_extras(cfg, activation="softmax"), input=path,
                          output=str(tmp_path / "p.zarr"), show_progress=False)
     np.testing.assert_allclose(_both(out).sum(0), 1.0, atol=1e-6)
+
+
+class TileMean(nn.Module):
+    """Every voxel's logit is the mean of its tile: shows how neighbouring tiles blend."""
+
+    dims = 3
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3, 4), keepdim=True).expand(-1, 2, *x.shape[2:])
+
+
+def test_overlapping_tiles_blend_with_centre_weighted_windows(tmp_path):
+    # window for 4 voxels: 1 - 0.9 |2 (i + 0.5) / 4 - 1| = 0.325, 0.775, 0.775, 0.325
+    np.testing.assert_allclose(P._window((1, 1, 4))[0, 0], [0.325, 0.775, 0.775, 0.325], atol=1e-6)
+    raw = np.array([0, 0, 0, 0, 4, 4], np.float32).reshape(1, 1, 6)
+    path = tmp_path / "raw.zarr" / "ramp"
+    write_volume(path, raw, scale=SCALE)
+    cfg = _cfg(patch=(1, 1, 4))
+    cfg.spatial_dims = 3
+    out = predict_volume(cfg, TileMean(), extras=_extras(cfg, spatial_dims=3), input=str(path),
+                         output=str(tmp_path / "p.zarr"), overlap=0.5, show_progress=False)
+    # tiles start at x = 0 (mean 0 -> p 0.5) and x = 2 (mean 2 -> p 0.8808); x = 2 weighs them 0.775 : 0.325
+    p0, p1 = 0.5, 1 / (1 + np.exp(-2.0))
+    expected = [p0, p0, (0.775 * p0 + 0.325 * p1) / 1.1, (0.325 * p0 + 0.775 * p1) / 1.1, p1, p1]
+    np.testing.assert_allclose(_read(out / "a")[1][0, 0], expected, atol=1e-6)
+    np.testing.assert_allclose(expected[2:4], [0.61251, 0.76829], atol=1e-5)  # by hand

@@ -60,14 +60,11 @@ def parse_roi(text: str | None, where: str = "--roi") -> tuple[tuple[float, ...]
 
 def _window(patch: tuple[int, ...]) -> np.ndarray:
     """Blending weights: highest in the patch centre, small but non-zero at its edges."""
-    axes = []
+    weights = np.ones((), np.float32)
     for n in patch:
-        if n == 1:
-            axes.append(np.ones(1, np.float32))
-            continue
         position = (np.arange(n, dtype=np.float32) + 0.5) / n
-        axes.append(1.0 - 0.9 * np.abs(2 * position - 1))
-    return np.einsum(",".join("abc"[: len(axes)]) + "->" + "abc"[: len(axes)], *axes) if axes else np.ones(())
+        weights = np.multiply.outer(weights, 1.0 - 0.9 * np.abs(2 * position - 1) if n > 1 else np.ones(1, np.float32))
+    return weights.astype(np.float32)
 
 
 class _Pass(NamedTuple):
@@ -142,13 +139,13 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
         "patch": patch, "block_shape": block, "overlap": overlap, "tta": tta, "orthoplanes": orthoplanes,
         "activation": activation, "normalization": norm_state, "weights": _digest(model),
         "checkpoint": extras.get("checkpoint"), "step": extras.get("step"), "blocks": len(blocks)}, default=str))
+    device = device or next(iter(model.parameters()), torch.empty(0)).device
+    runner = _Runner(model.eval(), passes, classes, activation, tta, torch.device(device),
+                     batch_size or cfg.validation_batch_size or cfg.batch_size, Normalizer.from_state(norm_state))
     _prepare(output, fingerprint, jobs, classes, scale, _chunk_shape(block), rank=rank, overwrite=overwrite,
              resume=resume)
     done = set(os.listdir(output / _MARKERS))
     mine = [b for b in blocks if b.index % world_size == rank and f"{b.index}.done" not in done]
-    device = device or next(iter(model.parameters()), torch.empty(0)).device
-    runner = _Runner(model.eval(), passes, classes, activation, tta, torch.device(device),
-                     batch_size or cfg.validation_batch_size or cfg.batch_size, Normalizer.from_state(norm_state))
     bar = tqdm(total=sum(runner.count(b) for b in mine), desc="predict", unit="tile",
                disable=not progress_enabled(not show_progress))
     try:
@@ -205,6 +202,10 @@ def _jobs(cfg, scale, input, roi, crops, output: Path) -> list[_Job]:
         jobs.append(_Job(volume, *region, output / Path(entry.gt_path.rstrip("/")).name, output))
     if not jobs:
         raise DataError.at(str(crops), "the datasplit has no 'validate' rows", fix="mark crops to predict as validate")
+    names = [job.prefix.name for job in jobs]
+    if len(set(names)) < len(names):
+        raise DataError.at(str(crops), "two validate crops share a name, so their outputs would collide",
+                           got=sorted({n for n in names if names.count(n) > 1}), fix="rename one crop group")
     return jobs
 
 
@@ -404,7 +405,7 @@ class _Runner:
                                          zip(start, p.context, origin, p.patch_in))] for start in chunk])
             for start, tile in zip(chunk, self._forward(batch[:, None], p)):
                 box = tuple(slice(s - o, s - o + n) for s, o, n in zip(start, out_lo, p.patch_out))
-                acc[(slice(None), *box)] += tile * window
+                acc[(slice(None), *box)].addcmul_(tile, window)
                 weight[box] += window
             bar.update(len(chunk))
         inner = tuple(slice(a - o, b - o) for a, b, o in zip(block.start, block.stop, out_lo))
