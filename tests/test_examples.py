@@ -1,0 +1,57 @@
+"""Every annotated example checks, and trains on the data the project generates (tiny overrides)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bioloop.cli import cli
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "bioloop" / "examples"
+TINY = ["-s", "epochs=1", "-s", "iterations_per_epoch=1", "-s", "validation_batch_limit=1", "-s", "batch_size=1",
+        "-s", "num_workers=0", "-q"]
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_init_lists_every_segmentation_example():
+    result = _run("init")
+    for name in ("segmentation_2d", "segmentation_3d", "segmentation_allen_unet_xy", "segmentation_s3"):
+        assert name in result.output
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.py")))
+def test_example_checks(name):
+    result = _run("config", "check", EXAMPLES / f"{name}.py")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("segmentation_2d", ["-s", "model_kwargs={'depth': 2, 'base_channels': 2}"]),
+    ("segmentation_3d", ["-s", "model_kwargs={'depth': 2, 'base_channels': 2}",
+                         "-s", "input_array_info={'shape': (8, 32, 32), 'scale': (8, 8, 8)}"]),
+])
+def test_cellmap_examples_train_on_synthetic_data(name, overrides, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _run("synthetic", "data").exit_code == 0
+    shutil.copy(EXAMPLES / f"{name}.py", tmp_path / "cfg.py")
+    if name == "segmentation_3d":
+        (tmp_path / "data" / "datasplit.csv").unlink()  # the example generates it from its datasplit section
+    result = _run("train", "cfg.py", *TINY, *overrides)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "datasplit.csv").exists()
+
+
+def test_allen_example_trains_on_synthetic_tifs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _run("synthetic", "allen_data", "--layout", "allen").exit_code == 0
+    shutil.copy(EXAMPLES / "segmentation_allen_unet_xy.py", tmp_path / "cfg.py")
+    result = _run("train", "cfg.py", *TINY, "-s", "model_kwargs={'base_channels': 2}", "-s", "patch_per_buffer=2",
+                  "-s", "input_array_info={'shape': (29, 92, 92), 'scale': (290, 108, 108)}",
+                  "-s", "target_array_info={'shape': (1, 4, 4), 'scale': (290, 108, 108)}")
+    assert result.exit_code == 0, result.output
+    bad = _run("train", "cfg.py", *TINY, "-s", "target_array_info={'shape': (8, 21, 21), 'scale': (290, 108, 108)}")
+    assert bad.exit_code == 2 and "(36, 108, 108)" in bad.output and "(8, 20, 20)" in bad.output
