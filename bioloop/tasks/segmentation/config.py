@@ -126,8 +126,8 @@ class SegmentationConfig(TrainingConfig):
             if any(t > i + 1e-6 for t, i in zip(target.extent, inp.extent)):
                 problems.append(f"target_array_info: the target patch ({target.extent} nm) must fit inside the input "
                                 f"patch ({inp.extent} nm); make its shape * scale at most input_array_info's")
-            if (target.shape[0] == 1) != (inp.shape[0] == 1):
-                problems.append("target_array_info: 2D input patches need 2D targets (z = 1) and 3D inputs 3D targets "
+            if inp.shape[0] == 1 and target.shape[0] != 1:
+                problems.append("target_array_info: 2D input patches (z = 1) need 2D targets "
                                 f"(got input {tuple(inp.shape)}, target {tuple(target.shape)})")
         if self.class_ids is not None:
             missing = [c for c in self.classes if c not in self.class_ids]
