@@ -72,9 +72,9 @@ class Trainer:
         if isinstance(self.loss_fn, torch.nn.Module):
             self.loss_fn = self.loss_fn.to(rt.device)
         self.train_set, self.val_set = task.build_datasets(cfg)
-        self.optimizer = build_optimizer(
-            cfg.optimizer, list(self.model.parameters()), learning_rate=cfg.learning_rate, where=self.where
-        )
+        groups = getattr(task, "parameter_groups", None)  # e.g. a backbone with its own learning rate
+        params = groups(self.model, cfg) if callable(groups) else list(self.model.parameters())
+        self.optimizer = build_optimizer(cfg.optimizer, params, learning_rate=cfg.learning_rate, where=self.where)
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, where=self.where)
         self.scaler = rt.grad_scaler()
         self.checkpoints = CheckpointManager(
@@ -196,6 +196,9 @@ class Trainer:
             else:
                 self.scaler.scale(loss / cfg.gradient_accumulation_steps).backward()
         if boundary:
+            hook = getattr(self.task, "before_optimizer_step", None)
+            if callable(hook):  # e.g. drop a frozen backbone's gradients (DDP-safe freezing)
+                hook(self.model, self.progress.epoch, cfg)
             if cfg.max_grad_norm is not None:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)

@@ -9,6 +9,15 @@ augmentation) from ``numpy.random.default_rng(seed)``. The seed is a function of
 (random_seed, epoch, position in epoch, rank), so a resumed run sees exactly the batches
 an uninterrupted one would. Validation datasets receive plain integer indices and must be
 deterministic.
+
+Optional hooks the engine uses when a task (or its dataset) defines them:
+
+- ``dataset.set_epoch(epoch)``: called before each epoch's DataLoader is built.
+- ``task.parameter_groups(model, cfg) -> list``: optimizer parameter groups (e.g. a backbone
+  with its own learning rate) instead of ``model.parameters()``.
+- ``task.before_optimizer_step(model, epoch, cfg)``: after backward, before clipping and the
+  step (e.g. drop a frozen backbone's gradients; DDP-safe, unlike toggling requires_grad).
+- ``task.process(cfg, **options)``: ``bioloop process``.
 """
 
 from __future__ import annotations
