@@ -210,3 +210,25 @@ def test_checkpoint_holds_the_full_state(toy_task, write_config, tmp_path):
         assert key in state, key
     assert state["epoch"] == 1 and state["step"] == 4 and state["config"]["learning_rate"] == 0.05
     assert set(state["rng"]) >= {"python", "numpy", "torch"}
+
+
+def test_task_parameter_groups_and_pre_step_hook(toy_task, write_config, monkeypatch):
+    """A task may give the optimizer its own groups and freeze part of the model before each step."""
+    seen = []
+
+    def groups(model, cfg):
+        return [{"params": [model[1].weight]}, {"params": [model[1].bias], "lr": 0.0}]
+
+    def before_step(model, epoch, cfg):
+        seen.append(epoch)
+        model[1].weight.grad = None  # frozen for this step: the optimizer skips it
+
+    monkeypatch.setattr(toy_task, "parameter_groups", groups, raising=False)
+    monkeypatch.setattr(toy_task, "before_optimizer_step", before_step, raising=False)
+    result = api.train(_cfg(write_config, epochs=2, ipe=3), quiet=True)
+    assert seen == [0, 0, 0, 1, 1, 1] and result["optimizer_steps"] == 6
+    state = _final_weights(result)
+    torch.manual_seed(42)  # the seed the engine uses; the weight never moved, the bias had lr 0
+    fresh = toy_task.build_model(api.load_config(_cfg(write_config, epochs=2, ipe=3, name="again.py")))
+    assert torch.equal(state["1.weight"], fresh[1].weight.detach())
+    assert torch.equal(state["1.bias"], fresh[1].bias.detach())
