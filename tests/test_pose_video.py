@@ -1,4 +1,5 @@
-"""Video reading through OpenCV: seeking, batches, context windows, unlabeled clips."""
+"""Video reading through OpenCV (seeking, batches, context windows, unlabeled clips) and
+keypoint overlays on frames and videos."""
 
 import cv2
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from bioloop.errors import ConfigError, DataError
+from bioloop.tasks.pose.overlay import keypoint_colours, render_overlay, write_overlay_video
 from bioloop.tasks.pose.video import (UnlabeledFrames, VideoReader, iter_batches,
                                       iter_context_batches)
 
@@ -112,3 +114,60 @@ def test_unlabeled_frames_errors(video):
         UnlabeledFrames([video], sequence_length=0)
     with pytest.raises(ConfigError, match="context: must be an integer >= 0"):
         UnlabeledFrames([video], sequence_length=2, context=-1)
+
+
+# ---- overlays (bioloop/tasks/pose/overlay.py) ----
+
+
+def test_keypoint_colours_follow_the_colormap():
+    import matplotlib
+
+    cols = keypoint_colours(3, "cool")
+    cool = matplotlib.colormaps["cool"]
+    np.testing.assert_array_equal(cols[0], np.round(np.array(cool(0.0)[:3]) * 255))
+    np.testing.assert_array_equal(cols[2], np.round(np.array(cool(1.0)[:3]) * 255))
+    assert tuple(cols[0]) == (0, 255, 255) and tuple(cols[2]) == (255, 0, 255)
+    with pytest.raises(ConfigError, match="eval.colormap: unknown matplotlib colormap"):
+        keypoint_colours(3, "not_a_cmap")
+
+
+def test_render_overlay_marks_confident_keypoints_only():
+    frame = np.zeros((H, W, 3), np.uint8)
+    kp = np.array([[10.2, 12.0], [40.0, 30.4], [55.0, 5.0], [np.nan, np.nan]])
+    conf = np.array([0.95, 0.5, 0.9, 1.0])
+    out = render_overlay(frame, kp, conf, colormap="cool", confidence_thresh=0.9, radius=3)
+    cols = keypoint_colours(4, "cool")
+    assert out.shape == frame.shape and frame.max() == 0  # input untouched
+    np.testing.assert_array_equal(out[12, 10], cols[0])  # row y, column x
+    np.testing.assert_array_equal(out[5, 55], cols[2])  # exactly at the threshold: drawn
+    assert out[30, 40].max() == 0 and out[25:36, 35:46].max() == 0  # below threshold: absent
+    assert out[12, 20].max() == 0  # the marker is local
+    lined = render_overlay(frame, kp[:3], None, names=["a", "b", "c"], radius=2,
+                           edges=[("a", "c")])
+    assert tuple(lined[8, 32]) != (0, 0, 0)  # the edge passes between the two keypoints
+    with pytest.raises(ConfigError, match="unknown keypoint name"):
+        render_overlay(frame, kp[:3], None, names=["a", "b", "c"], edges=[("a", "z")])
+    with pytest.raises(DataError, match="needs one value per keypoint"):
+        render_overlay(frame, kp, conf[:2])
+
+
+def test_write_overlay_video_has_every_frame_and_markers(video, tmp_path):
+    T = N
+    kp = np.tile(np.array([[20.0, 24.0], [50.0, 10.0]]), (T, 1, 1))
+    conf = np.tile(np.array([0.99, 0.1]), (T, 1))
+    out = write_overlay_video(video, kp, conf, tmp_path / "sub" / "overlay.mp4",
+                              colormap="cool", confidence_thresh=0.9, show_progress=False,
+                              radius=4)
+    with VideoReader(out) as r:
+        assert len(r) == T and r.hw == (H, W)
+        frames = r.read(0, T)
+    colour = keypoint_colours(2, "cool")[0].astype(int)
+    centre = frames[:, 24, 20].astype(int)
+    assert np.abs(centre - colour).max() < 40  # lossy codec: close to the colormap colour
+    background = frames[:, 10, 50].astype(int)
+    coded = (10 * np.arange(T))[:, None]
+    assert np.abs(background - coded).max() < 20  # low-confidence keypoint not drawn
+    with pytest.raises(DataError, match="one row per video frame"):
+        write_overlay_video(video, kp[:5], conf[:5], tmp_path / "x.mp4", show_progress=False)
+    with pytest.raises(DataError, match="confidence must have shape"):
+        write_overlay_video(video, kp, conf[:, :1], tmp_path / "x.mp4", show_progress=False)

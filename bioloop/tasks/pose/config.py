@@ -37,7 +37,7 @@ class ImageDims:
 class TemporalLoss:
     """Penalise keypoint jumps between consecutive unlabeled frames (Lightning Pose ``losses.temporal``)."""
 
-    log_weight: float = setting(5.0, "loss weight is 1 / exp(log_weight)", validator=v.finite)
+    log_weight: float = setting(5.0, "loss weight is 1 / (2 * exp(log_weight)), as in Lightning Pose", validator=v.finite)
     epsilon: float = setting(20.0, "jumps up to this many pixels are free", validator=v.at_least(0))
     prob_threshold: float = setting(0.05, "keypoints less confident than this are ignored", validator=v.between(0, 1))
     warmup_epochs: int = setting(0, "the weight rises linearly from 0 over this many epochs", validator=v.at_least(0))
@@ -47,7 +47,7 @@ class TemporalLoss:
 class PCALoss:
     """Penalise poses off a PCA subspace of the labeled poses (``pca_singleview`` / ``pca_multiview``)."""
 
-    log_weight: float = setting(5.0, "loss weight is 1 / exp(log_weight)", validator=v.finite)
+    log_weight: float = setting(5.0, "loss weight is 1 / (2 * exp(log_weight)), as in Lightning Pose", validator=v.finite)
     components_to_keep: float = setting(
         0.99, "a fraction (< 1) of explained variance, or a number of components", validator=v.greater_than(0))
     epsilon: float | None = setting(None, "reconstruction error (pixels) that is free; None fits it on the labels",

@@ -134,6 +134,8 @@ class PCAFit:
 
 def _n_components(where: str, components_to_keep, ratio: np.ndarray, dim: int) -> int:
     value = components_to_keep
+    if isinstance(value, float) and value > 1.0 and value.is_integer():
+        value = int(value)  # a count that went through a float-typed setting (3.0)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         if 1 <= value <= dim:
             return int(value)
