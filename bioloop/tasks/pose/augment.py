@@ -186,7 +186,8 @@ def _dlc(max_angle: float):
         A.Affine(rotate=(-max_angle, max_angle), scale=(0.8, 1.2), border_mode=cv2.BORDER_CONSTANT,
                  fill=0, p=0.8),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
-        A.MotionBlur(blur_limit=(3, 7), p=0.3),
+        # a centred streak: the blur must not move the animal off its labels
+        A.MotionBlur(blur_limit=(3, 7), allow_shifted=False, direction_range=(0.0, 0.0), p=0.3),
     ])
 
 
