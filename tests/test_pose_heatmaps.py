@@ -293,3 +293,49 @@ def test_make_heatmaps_is_vectorised():
     assert batched < looped / 5, f"batched {batched * 1e3:.1f} ms vs per-map loop {looped * 1e3:.1f} ms"
 
 
+@pytest.mark.parametrize("call,match", [
+    (lambda: make_heatmaps(torch.zeros(1, 1, 2), (8, 8), 2, 1.0, kind="gausian"),
+     r"heatmap kind: unknown value \(got 'gausian'\); use one of 'gaussian', 'plateau' "
+     r"\(did you mean 'gaussian'\?\)"),
+    (lambda: make_heatmaps(torch.zeros(1, 1, 2), (8, 8), 2, 1.0, nan_mode="drop"),
+     r"nan_mode\): unknown value \(got 'drop'\)"),
+    (lambda: make_heatmaps(torch.zeros(1, 1, 2), (8, 8), 2, 1.0, normalize="max"),
+     r"heatmap normalize: unknown value"),
+    (lambda: make_heatmaps(torch.zeros(1, 1, 2), (8, 8), 0, 1.0),
+     r"downsample_factor: the heatmap stride must be a positive integer \(got 0\)"),
+    (lambda: make_heatmaps(torch.zeros(1, 1, 2), (8, 8), 2.0, 1.0),
+     r"downsample_factor: .*\(got 2\.0\)"),
+    (lambda: make_heatmaps(torch.zeros(1, 1, 2), (8, 8), 2, 0.0),
+     r"sigma: the heatmap sigma must be a positive number \(got 0\.0\)"),
+    (lambda: heatmap_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2),
+                          torch.ones(1, 1, dtype=torch.bool), "l2"),
+     r"heatmap_loss_type: unknown value \(got 'l2'\)"),
+    (lambda: decode_heatmaps(torch.zeros(1, 1, 4, 4), 2, confidence="max"),
+     r"heatmap confidence: unknown value \(got 'max'\)"),
+    (lambda: encode_offsets(torch.zeros(1, 1, 2), (8, 8), 2, radius=-1),
+     r"locref radius \(pos_dist_thresh\): the radius must be a positive number"),
+    (lambda: encode_offsets(torch.zeros(1, 1, 2), (8, 8), 2, radius=5, locref_std=0),
+     r"locref_std: locref_std must be a positive number \(got 0\)"),
+])
+def test_bad_settings_raise_config_errors(call, match):
+    with pytest.raises(ConfigError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: make_heatmaps(torch.zeros(1, 2), (8, 8), 2, 1.0),
+     r"keypoints: keypoints must have shape \(batch, keypoints, 2\) \(got \(1, 2\)\)"),
+    (lambda: make_heatmaps(torch.zeros(1, 1, 2), (0, 8), 2, 1.0),
+     r"image_size: the image size must be positive \(H, W\) \(got \(0, 8\)\)"),
+    (lambda: decode_heatmaps(torch.zeros(4, 4), 2),
+     r"heatmaps: heatmaps must be a 4D tensor \(batch, keypoints, H, W\) \(got \(4, 4\)\)"),
+    (lambda: decode_with_offsets(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), 2),
+     r"offsets: offset maps must have shape \(batch, 2\*keypoints, H, W\) = \(1, 4, 4, 4\) "
+     r"\(got \(1, 2, 4, 4\)\)"),
+    (lambda: heatmap_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 3, 3),
+                          torch.ones(1, 1, dtype=torch.bool)),
+     r"heatmap_loss: pred and target must have the same"),
+])
+def test_bad_shapes_raise_data_errors(call, match):
+    with pytest.raises(DataError, match=match):
+        call()
