@@ -183,6 +183,8 @@ def format_multiview(keypoints, mirrored_column_matches: Sequence[Sequence[int]]
 
 
 class _PCALoss(_WeightedLoss):
+    """Shared PCA reconstruction loss; subclasses turn keypoints into PCA rows with ``_rows``."""
+
     def __init__(self, name: str, fit: PCAFit, labeled_rows: np.ndarray, epsilon,
                  empirical_epsilon_percentile: float, empirical_epsilon_multiplier: float,
                  log_weight: float):
@@ -205,9 +207,6 @@ class _PCALoss(_WeightedLoss):
         self.register_buffer("epsilon", torch.as_tensor(eps, dtype=torch.float32))
         self.register_buffer("mean", torch.as_tensor(fit.mean, dtype=torch.float32))
         self.register_buffer("components", torch.as_tensor(fit.components, dtype=torch.float32))
-
-    def _rows(self, keypoints) -> torch.Tensor:
-        raise NotImplementedError
 
     def elementwise(self, keypoints) -> torch.Tensor:
         """Rectified per-point reconstruction errors ``(rows, D/2)`` (0 for rows with NaN)."""
