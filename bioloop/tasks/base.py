@@ -67,6 +67,11 @@ class Task(Protocol):
         """Score predictions against ground truth."""
 
 
+def config_where(cfg, key: str) -> str:
+    """``<config file name>: <key>``, the place an error about a setting points at."""
+    return f"{cfg.source.name if cfg.source else 'config'}: {key}"
+
+
 def infer_mode(metric: str) -> Literal["min", "max"]:
     """Default direction from a metric's name: losses and errors go down, scores go up."""
     lowered = metric.lower()

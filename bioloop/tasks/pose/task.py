@@ -17,12 +17,9 @@ import numpy as np
 import torch
 
 from bioloop.errors import ConfigError
-from bioloop.tasks.base import infer_mode
+from bioloop.tasks.base import config_where as _where, infer_mode
 from bioloop.tasks.pose.config import PoseConfig
 
-
-def _where(cfg, key: str) -> str:
-    return f"{cfg.source.name if cfg.source else 'config'}: {key}"
 
 
 def labels_path(cfg) -> Path:

@@ -182,6 +182,14 @@ def format_multiview(keypoints, mirrored_column_matches: Sequence[Sequence[int]]
     return kp.transpose(0, 2, 1, 3).reshape(-1, 2 * len(idx))
 
 
+def _labeled(name: str, keypoints, fix: str) -> np.ndarray:
+    """Labeled keypoints (N, K, 2) as float64, or a DataError naming the loss."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if kp.ndim != 3 or kp.shape[-1] != 2:
+        raise DataError.at(f"losses.{name}: labeled keypoints", "must have shape (N, K, 2)", got=kp.shape, fix=fix)
+    return kp
+
+
 class _PCALoss(_WeightedLoss):
     """Shared PCA reconstruction loss; subclasses turn keypoints into PCA rows with ``_rows``."""
 
@@ -234,10 +242,7 @@ class PCASingleviewLoss(_PCALoss):
                  components_to_keep: int | float = 0.99, epsilon=None,
                  empirical_epsilon_percentile: float = 99.0,
                  empirical_epsilon_multiplier: float = 1.0, log_weight: float = 0.0):
-        kp = np.asarray(labeled_keypoints, dtype=np.float64)
-        if kp.ndim != 3 or kp.shape[-1] != 2:
-            raise DataError.at("losses.pca_singleview: labeled keypoints", "must have shape "
-                               "(N, K, 2)", got=kp.shape, fix="pass one animal's labels")
+        kp = _labeled("pca_singleview", labeled_keypoints, "pass one animal's labels")
         cols = list(range(kp.shape[1])) if columns_for_singleview_pca is None \
             else [int(c) for c in columns_for_singleview_pca]
         bad = [c for c in cols if not 0 <= c < kp.shape[1]]
@@ -268,10 +273,7 @@ class PCAMultiviewLoss(_PCALoss):
                  components_to_keep: int | float = 3, epsilon=None,
                  empirical_epsilon_percentile: float = 99.0,
                  empirical_epsilon_multiplier: float = 1.0, log_weight: float = 0.0):
-        kp = np.asarray(labeled_keypoints, dtype=np.float64)
-        if kp.ndim != 3 or kp.shape[-1] != 2:
-            raise DataError.at("losses.pca_multiview: labeled keypoints", "must have shape "
-                               "(N, K, 2)", got=kp.shape, fix="pass the labels of all views")
+        kp = _labeled("pca_multiview", labeled_keypoints, "pass the labels of all views")
         self.matches = _check_matches(mirrored_column_matches, kp.shape[1])
         rows = format_multiview(kp, self.matches)
         fit = fit_pca(rows, components_to_keep=components_to_keep,

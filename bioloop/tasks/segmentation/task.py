@@ -7,12 +7,9 @@ from typing import Any
 import torch
 
 from bioloop.errors import ConfigError
-from bioloop.tasks.base import infer_mode
+from bioloop.tasks.base import config_where as _where, infer_mode
 from bioloop.tasks.segmentation.config import SegmentationConfig
 
-
-def _where(cfg, key: str) -> str:
-    return f"{cfg.source.name if cfg.source else 'config'}: {key}"
 
 
 class SegmentationTask:
