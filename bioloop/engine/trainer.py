@@ -150,7 +150,7 @@ class Trainer:
         self.ddp.train()
         bar = progress.train_bar(n_batches, epoch=epoch + 1, epochs=cfg.epochs, enabled=self.show_bars)
         bar.update(p.batch_in_epoch)
-        window = {"loss": 0.0, "count": 0, "wait": 0.0, "start": time.perf_counter(), "samples": 0}
+        window = {"loss": 0.0, "count": 0, "wait": 0.0, "start": time.perf_counter(), "samples": 0, "terms": {}}
         fetch_start = time.perf_counter()
         for batch_index, batch in enumerate(self._loader(epoch), start=p.batch_in_epoch):
             window["wait"] += time.perf_counter() - fetch_start
@@ -161,6 +161,8 @@ class Trainer:
             if loss is not None:
                 window["loss"] += loss
                 window["count"] += 1
+                for name, value in self._terms.items():  # further scalars of training_step
+                    window["terms"][name] = window["terms"].get(name, 0.0) + value
             window["samples"] += cfg.batch_size * self.rt.world_size
             bar.update(1)
             if p.iteration % cfg.logger.log_every_n_steps == 0:
@@ -183,6 +185,8 @@ class Trainer:
             with rt.autocast():
                 out = self.task.training_step(self.ddp, batch, self.loss_fn, cfg)
             loss = out["loss"]
+            self._terms = {k: float(v.detach()) for k, v in out.items()
+                           if k != "loss" and torch.is_tensor(v) and v.numel() == 1}
             finite = self._all_finite(loss)
             if not finite:
                 if cfg.on_nonfinite_loss == "error":
@@ -228,12 +232,13 @@ class Trainer:
         }
         if window["count"]:
             values["train/loss"] = window["loss"] / window["count"]
+            values.update({f"train/{k}": v / window["count"] for k, v in window["terms"].items()})
         if self.progress.skipped:
             values["train/skipped_batches"] = float(self.progress.skipped)
         self.logger.scalars(values, step=self.progress.iteration, epoch=epoch + 1)
         bar.set_postfix(loss=f"{values.get('train/loss', math.nan):.4g}", lr=f"{values['train/lr']:.2g}",
                         sps=f"{values['train/samples_per_s']:.1f}", refresh=False)
-        window.update(loss=0.0, count=0, wait=0.0, start=time.perf_counter(), samples=0)
+        window.update(loss=0.0, count=0, wait=0.0, start=time.perf_counter(), samples=0, terms={})
 
     def _stop_requested(self) -> bool:
         flag = self.stop.requested

@@ -13,9 +13,10 @@ from bioloop.errors import ConfigError
 # name -> "module:attribute" of the Task object
 TASKS = {
     "segmentation": "bioloop.tasks.segmentation.task:TASK",
+    "pose": "bioloop.tasks.pose.task:TASK",
 }
 # tasks the config contract knows but this version does not ship yet
-PLANNED = ("pose", "tracking")
+PLANNED = ("tracking",)
 
 _loaded: dict = {}
 

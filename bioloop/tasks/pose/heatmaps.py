@@ -20,7 +20,7 @@ import torch
 from bioloop.config.structure import did_you_mean as _did_you_mean
 from bioloop.errors import ConfigError, DataError
 
-__all__ = ["DLC_LOCREF_STD", "decode_heatmaps", "decode_with_offsets", "encode_offsets",
+__all__ = ["DLC_LOCREF_STD", "soft_argmax", "decode_heatmaps", "decode_with_offsets", "encode_offsets",
            "heatmap_loss", "heatmap_size", "make_heatmaps", "to_heatmap_coords",
            "to_input_coords"]
 
@@ -335,3 +335,23 @@ def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
                             + (q * (log_q - log_m)).sum(dim=-1))
     per_kp = torch.where(valid, per_kp, torch.zeros_like(per_kp))
     return per_kp.sum() / valid.sum().clamp_min(1)
+
+
+def soft_argmax(heatmaps: torch.Tensor, stride: int, *, logits: bool = False,
+                temperature: float = 1000.0) -> torch.Tensor:
+    """Differentiable keypoints (B, K, 2) in input pixels: the expectation of the spatial softmax.
+
+    For peak-normalised (mse) maps the scores are ``heatmaps * temperature`` (Lightning Pose's
+    spatial softmax with temperature 1000, nearly the argmax but with gradients); ``logits=True``
+    (kl/js models) softmaxes the raw scores. Used by the unsupervised losses on unlabeled frames.
+    """
+    heatmaps = _check_maps(heatmaps)
+    stride = _check_stride(stride)
+    scores = heatmaps.float() if logits else heatmaps.float() * float(temperature)
+    h, w = heatmaps.shape[-2:]
+    prob = torch.softmax(scores.flatten(-2), dim=-1).reshape(scores.shape)
+    ys = torch.arange(h, dtype=prob.dtype, device=prob.device)
+    xs = torch.arange(w, dtype=prob.dtype, device=prob.device)
+    x = (prob.sum(dim=-2) * xs).sum(dim=-1)
+    y = (prob.sum(dim=-1) * ys).sum(dim=-1)
+    return to_input_coords(torch.stack([x, y], dim=-1), stride)

@@ -1,11 +1,10 @@
 """The pose task for the shared engine: labeled frames -> heatmap (or regression) model -> keypoints.
 
-Groundwork for issue 4, not yet registered in ``bioloop.tasks.TASKS``: supervised heatmap and
-regression models (with DLC location refinement), grouped splits written to the run folder,
-augmentation pipelines, a frozen-then-unfrozen backbone with its own learning rate, metrics in
-frame pixels, prediction on image folders and videos to DLC-style CSV (+ overlay mp4), and
-evaluation against a labels file. Still to wire: unsupervised losses on video clips, the
-temporal context model's context frames, and top-down detection.
+Supervised heatmap, regression and temporal-context (heatmap_mhcrnn) models with DLC location
+refinement; unsupervised losses on unlabeled video clips (``semi.py``); grouped splits written
+to the run folder; augmentation; a frozen-then-unfrozen backbone with its own learning rate;
+metrics in frame pixels shared with ``bioloop evaluate``; prediction on image folders and videos
+to DLC-style CSV (+ .slp, overlay mp4).
 """
 
 from __future__ import annotations
@@ -59,16 +58,22 @@ class PoseTask:
 
         k = self._num_keypoints(cfg)
         if cfg.pose_model is not None:
-            return build_pose_model(dict(cfg.pose_model), num_keypoints=k, where=_where(cfg, "pose_model"))
-        if cfg.model_type == "heatmap_mhcrnn":
-            raise ConfigError.at(_where(cfg, "model_type"), "training heatmap_mhcrnn needs context frames around "
-                                 "each labeled frame, which this version's pose data pipeline does not read yet",
-                                 got=cfg.model_type, fix="use model_type = 'heatmap' for now")
-        return build_lp_model(cfg.model_type, cfg.backbone, k, cfg.downsample_factor, cfg.pretrained,
-                              locref=cfg.locref, seed=cfg.rng_seed_model_pt, where=_where(cfg, "model"))
+            model = build_pose_model(dict(cfg.pose_model), num_keypoints=k, where=_where(cfg, "pose_model"))
+        else:
+            model = build_lp_model(cfg.model_type, cfg.backbone, k, cfg.downsample_factor, cfg.pretrained,
+                                   locref=cfg.locref, seed=cfg.rng_seed_model_pt, where=_where(cfg, "model"))
+        model.heatmap_logits = cfg.heatmap_loss_type != "mse"  # kl/js heads output logits
+        return model
 
     def build_loss(self, cfg):
-        return None  # the heatmap targets depend on the model's stride; see training_step
+        """None (the heatmap targets depend on the model's stride), or the unsupervised losses."""
+        if not cfg.losses_to_use:
+            return None
+        from bioloop.tasks.pose.semi import build_objective
+
+        labels = load_labels(cfg)
+        split = self._split(cfg, labels)
+        return build_objective(cfg, labels, split["train"], self._dims(cfg), _where(cfg, "losses_to_use"))
 
     def parameter_groups(self, model, cfg) -> list:
         """Head parameters at learning_rate, the backbone at learning_rate * backbone_lr_factor."""
@@ -88,54 +93,117 @@ class PoseTask:
                 p.grad = None
 
     # ------------------------------------------------------------ data
+    @staticmethod
+    def _dims(cfg) -> tuple[int, int]:
+        return cfg.image_resize_dims.height, cfg.image_resize_dims.width
+
+    @staticmethod
+    def _split(cfg, labels):
+        from bioloop.tasks.pose.split import split_frames
+
+        return split_frames(labels, train_prob=cfg.train_prob, val_prob=cfg.val_prob, train_frames=cfg.train_frames,
+                            seed=cfg.rng_seed_data_pt, where=_where(cfg, "train_prob"))
+
     def build_datasets(self, cfg):
         from bioloop.tasks.pose.augment import build_augmentation
         from bioloop.tasks.pose.data import PoseFrames
-        from bioloop.tasks.pose.split import split_frames, write_split
+        from bioloop.tasks.pose.split import write_split
 
         labels = load_labels(cfg)
-        split = split_frames(labels, train_prob=cfg.train_prob, val_prob=cfg.val_prob, train_frames=cfg.train_frames,
-                             seed=cfg.rng_seed_data_pt, where=_where(cfg, "train_prob"))
+        split = self._split(cfg, labels)
         write_split(Path(cfg.run_dir) / "split.csv", split, labels)
-        dims = (cfg.image_resize_dims.height, cfg.image_resize_dims.width)
         augmentation = build_augmentation(cfg.imgaug, labels.keypoint_names, _where(cfg, "imgaug"),
                                           flip_pairs=cfg.flip_pairs)
-        train = PoseFrames(labels, split["train"], image_resize_dims=dims, augmentation=augmentation)
-        val = PoseFrames(labels, split["val"], image_resize_dims=dims) if len(split["val"]) else None
+        context = {"context": 2} if cfg.model_type == "heatmap_mhcrnn" else {}
+        dims = self._dims(cfg)
+        train = PoseFrames(labels, split["train"], image_resize_dims=dims, augmentation=augmentation, **context)
+        val = PoseFrames(labels, split["val"], image_resize_dims=dims, **context) if len(split["val"]) else None
+        if cfg.losses_to_use:
+            from bioloop.tasks.pose.semi import WithUnlabeled, clip_frames, unlabeled_videos
+            from bioloop.tasks.pose.video import UnlabeledFrames
+
+            videos = unlabeled_videos(cfg, _where(cfg, "video_dir"))
+            clips = UnlabeledFrames(videos, clip_frames(cfg), resize_hw=dims, context=context.get("context", 0))
+            train = WithUnlabeled(train, clips)
         return train, val
 
     # ------------------------------------------------------------ steps
-    def _supervised(self, model, batch, cfg) -> tuple[torch.Tensor, dict]:
-        from bioloop.tasks.pose.heatmaps import encode_offsets, heatmap_loss, make_heatmaps
+    @staticmethod
+    def _core(model):
+        return getattr(model, "module", model)  # the model itself under DDP
 
-        out = model(batch["image"])
+    def _supervised(self, model, batch, cfg, out=None) -> tuple[torch.Tensor, dict]:
+        """The labeled loss; ``out`` is the model's output for ``batch["image"]`` when already computed."""
+        out = model(batch["image"]) if out is None else out
+        core = self._core(model)
         target = batch["keypoints"]
         if "keypoints" in out:  # regression: mean pixel error over labeled keypoints
             valid = torch.isfinite(target).all(-1)
             diff = (out["keypoints"] - torch.nan_to_num(target)).norm(dim=-1)
             loss = (diff * valid).sum() / valid.sum().clamp(min=1)
             return loss, out
-        maps = out["heatmaps"].float()
-        stride = model.stride if hasattr(model, "stride") else batch["image"].shape[-1] // maps.shape[-1]
         size = tuple(batch["image"].shape[-2:])
+        names = [n for n in ("heatmaps", "heatmaps_sf", "heatmaps_mf") if n in out]
+        loss = sum(self._heatmap_loss(out[n].float(), target, size, core.stride, cfg) for n in names)
+        if "offsets" in out:
+            from bioloop.tasks.pose.heatmaps import encode_offsets
+
+            offsets, mask = encode_offsets(target, size, core.stride, radius=2.0 * core.stride)
+            pred = out["offsets"].float().reshape(mask.shape[0], mask.shape[1], 2, *mask.shape[2:])
+            weight = mask[:, :, None].expand_as(pred).float()
+            loc = torch.nn.functional.smooth_l1_loss(pred, offsets.reshape_as(pred), reduction="none")
+            loss = loss + 0.05 * (loc * weight).sum() / weight.sum().clamp(min=1)
+        return loss, out
+
+    @staticmethod
+    def _heatmap_loss(maps, target, size, stride, cfg) -> torch.Tensor:
+        from bioloop.tasks.pose.heatmaps import heatmap_loss, make_heatmaps
+
         normalize = "peak" if cfg.heatmap_loss_type == "mse" else "sum"
         nan_mode = "uniform" if cfg.uniform_heatmaps_for_nan_keypoints else "zero"
         goal, valid = make_heatmaps(target, size, stride, cfg.heatmap_sigma, kind=cfg.heatmap_target,
                                     nan_mode=nan_mode, normalize=normalize)
         use = torch.ones_like(valid) if cfg.uniform_heatmaps_for_nan_keypoints else valid
-        loss = heatmap_loss(maps, goal, use, kind=cfg.heatmap_loss_type)
-        if "offsets" in out:
-            offsets, mask = encode_offsets(target, size, stride, radius=2.0 * stride)
-            pred = out["offsets"].float().reshape(mask.shape[0], mask.shape[1], 2, *mask.shape[2:])
-            goal_off = offsets.reshape_as(pred)
-            weight = mask[:, :, None].expand_as(pred).float()
-            loc = torch.nn.functional.smooth_l1_loss(pred, goal_off, reduction="none")
-            loss = loss + 0.05 * (loc * weight).sum() / weight.sum().clamp(min=1)
-        return loss, out
+        return heatmap_loss(maps, goal, use, kind=cfg.heatmap_loss_type)
 
     def training_step(self, model, batch, loss_fn, cfg) -> dict[str, torch.Tensor]:
-        loss, _ = self._supervised(model, batch, cfg)
-        return {"loss": loss}
+        if loss_fn is None or "unlabeled" not in batch:
+            loss, _ = self._supervised(model, batch, cfg)
+            return {"loss": loss}
+        # one forward over labeled and unlabeled frames (two forwards before one backward break DDP)
+        images, clips = batch["image"], batch["unlabeled"]
+        b, t = clips.shape[:2]
+        out = model(torch.cat([images, clips.flatten(0, 1)]))
+        labeled = {k: v[:b] for k, v in out.items()}
+        loss, _ = self._supervised(model, batch, cfg, out=labeled)
+        xy, conf = self._soft_keypoints(model, {k: v[b:] for k, v in out.items()})
+        epoch = int(batch["epoch"][0]) if torch.is_tensor(batch["epoch"]) else int(batch["epoch"])
+        terms = loss_fn(xy.reshape(b, t, *xy.shape[1:]), conf.reshape(b, t, -1), epoch)
+        result = {"supervised_loss": loss.detach(), **{f"{k}_loss": v.detach() for k, v in terms.items()}}
+        result["loss"] = loss + sum(terms.values())
+        return result
+
+    def _soft_keypoints(self, model, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable keypoints (B, K, 2) and (detached) confidences (B, K) for unsupervised losses."""
+        from bioloop.tasks.pose.heatmaps import decode_heatmaps, soft_argmax
+
+        if "keypoints" in out:
+            kp = out["keypoints"].float()
+            return kp, torch.ones(kp.shape[:2], device=kp.device)
+        core = self._core(model)
+        maps = self._combined(out).float()
+        logits = bool(getattr(core, "heatmap_logits", False))
+        _, conf = decode_heatmaps(maps.detach(), core.stride, logits=logits)
+        return soft_argmax(maps, core.stride, logits=logits), conf
+
+    @staticmethod
+    def _combined(out: dict) -> torch.Tensor:
+        """The heatmaps to decode; the temporal context model keeps its more confident map."""
+        if "heatmaps_mf" in out:
+            from bioloop.tasks.pose.models import select_more_confident
+
+            return select_more_confident(out["heatmaps_sf"], out["heatmaps_mf"])
+        return out["heatmaps"]
 
     def decode(self, model, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Keypoints (B, K, 2) in network-input pixels and confidences (B, K)."""
@@ -144,10 +212,11 @@ class PoseTask:
         if "keypoints" in out:
             kp = out["keypoints"].float()
             return kp, torch.ones(kp.shape[:2], device=kp.device)
-        maps = out["heatmaps"].float()
+        core = self._core(model)
+        maps = self._combined(out).float()
         if "offsets" in out:
-            return decode_with_offsets(maps, out["offsets"].float(), model.stride)
-        return decode_heatmaps(maps, model.stride)
+            return decode_with_offsets(maps, out["offsets"].float(), core.stride)
+        return decode_heatmaps(maps, core.stride, logits=bool(getattr(core, "heatmap_logits", False)))
 
     def validation_step(self, model, batch, loss_fn, cfg) -> dict[str, Any]:
         from bioloop.tasks.pose.data import unresize_keypoints
@@ -170,7 +239,10 @@ class PoseTask:
         n = sum(p["n"] for p in parts)
         names = list(cfg.keypoint_names or [f"kp{i}" for i in range(pred.shape[1])])
         metrics = {"loss": sum(p["loss"] * p["n"] for p in parts) / max(n, 1)}
-        metrics.update(summarize(pred, true, names, thresholds=tuple(cfg.eval.pck_thresholds)))
+        sigmas = cfg.eval.oks_sigmas
+        if sigmas is not None:
+            sigmas = np.broadcast_to(np.asarray(sigmas, float), (true.shape[1],))
+        metrics.update(summarize(pred, true, names, thresholds=tuple(cfg.eval.pck_thresholds), sigmas=sigmas))
         return metrics
 
     def figures(self, model, batch, cfg) -> dict[str, Any]:
@@ -183,7 +255,10 @@ class PoseTask:
 
         out = model(batch["image"][:1])
         pred, _ = self.decode(model, out)
-        image = batch["image"][0].cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+        image = batch["image"][0]
+        if image.ndim == 4:  # a context window: show its centre frame
+            image = image[image.shape[0] // 2]
+        image = image.cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
         fig, ax = plt.subplots(figsize=(4, 4))
         ax.imshow(np.clip(image, 0, 1))
         true = batch["keypoints"][0].cpu().numpy()
