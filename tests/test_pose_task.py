@@ -1,20 +1,11 @@
-"""The pose task (groundwork, registered here only for the test): train -> predict -> evaluate wiring."""
+"""The pose task: train -> predict -> evaluate wiring through the shared engine."""
 
 import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from bioloop import api
-
-
-@pytest.fixture
-def pose_task(monkeypatch):
-    import bioloop.tasks as tasks
-
-    monkeypatch.setitem(tasks.TASKS, "pose", "bioloop.tasks.pose.task:TASK")
-    monkeypatch.setattr(tasks, "PLANNED", tuple(t for t in tasks.PLANNED if t != "pose"), raising=False)
 
 
 def _config(tmp_path, data, extra=""):
@@ -41,7 +32,7 @@ logs_save_path = {str(tmp_path / 'logs')!r}
     return path
 
 
-def test_pose_train_predict_evaluate(pose_task, tmp_path):
+def test_pose_train_predict_evaluate(tmp_path):
     from bioloop.data.synthetic_pose import make_pose_dataset
 
     data = make_pose_dataset(tmp_path / "data", n_frames=6, n_videos=2)
@@ -65,7 +56,7 @@ def test_pose_train_predict_evaluate(pose_task, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["frames"] == 6
 
 
-def test_frozen_backbone_does_not_move_before_unfreezing_epoch(pose_task, tmp_path):
+def test_frozen_backbone_does_not_move_before_unfreezing_epoch(tmp_path):
     import torch
 
     from bioloop.data.synthetic_pose import make_pose_dataset
@@ -86,3 +77,20 @@ def test_frozen_backbone_does_not_move_before_unfreezing_epoch(pose_task, tmp_pa
     assert backbone and head
     assert all(torch.equal(state[k], fresh[k]) for k in backbone)
     assert any(not torch.equal(state[k], fresh[k]) for k in head)
+
+
+def test_test_videos_are_predicted_after_training(tmp_path):
+    from pathlib import Path
+
+    from bioloop.data.synthetic_pose import make_pose_dataset
+
+    data = make_pose_dataset(tmp_path / "data", n_frames=4, n_videos=2)
+    videos = str(Path(data.root) / "videos")
+    config = _config(tmp_path, data, f"epochs = 1\neval = {{'test_videos_directory': {videos!r}, "
+                                     "'save_vids_after_training': True}\n")
+    result = api.train(str(config), quiet=True)
+    written = sorted(Path(p).name for p in result["video_predictions"])
+    assert written == ["video0.csv", "video1.csv"]
+    preds = tmp_path / "logs" / "video_preds"
+    assert (preds / "video0.labeled.mp4").exists()
+    assert pd.read_csv(preds / "video1.csv", header=[0, 1, 2], index_col=0).shape[0] == 4

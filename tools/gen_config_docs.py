@@ -203,12 +203,12 @@ def _section_heading(name: str) -> str:
     return f"Section `{name}`"
 
 
-def _meaning(field: attrs.Attribute, tp: Any) -> str:
+def _meaning(field: attrs.Attribute, tp: Any, prefix: str = "") -> str:
     text = field.metadata.get("doc", "") or ""
     if field.metadata.get("path"):
         text += " *(path: relative to the config file's folder)*"
     if section_type(tp) is not None:
-        text += f" — see {_link(_section_heading(field.name))}"
+        text += f" — see {_link(_section_heading(prefix + field.name))}"
     return _escape(text.strip())
 
 
@@ -218,7 +218,7 @@ def _table(cls, names: list[str], prefix: str = "") -> list[str]:
     rows = ["| name | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name in names:
         field, tp = fields[name], types[name]
-        cells = [_code(prefix + name), _code(type_name(tp)), render_default(field), _meaning(field, tp)]
+        cells = [_code(prefix + name), _code(type_name(tp)), render_default(field), _meaning(field, tp, prefix)]
         rows.append(f"| {' | '.join(cells)} |")
     return rows
 

@@ -353,6 +353,10 @@ def train(cfg, *, quiet: bool = False, echo=None) -> dict[str, Any]:
     task = get_task(cfg.task)
     runtime = init_runtime(cfg.device, cfg.precision, where=cfg.source.name if cfg.source else "")
     try:
-        return Trainer(cfg, task, runtime, quiet=quiet, echo=echo).run()
+        result = Trainer(cfg, task, runtime, quiet=quiet, echo=echo).run()
+        after = getattr(task, "after_training", None)
+        if callable(after) and runtime.is_main:  # e.g. predict the test videos with the best model
+            result.update(after(cfg, result, quiet=quiet) or {})
+        return result
     finally:
         shutdown(runtime)

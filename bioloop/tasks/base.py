@@ -18,6 +18,8 @@ Optional hooks the engine uses when a task (or its dataset) defines them:
 - ``task.before_optimizer_step(model, epoch, cfg)``: after backward, before clipping and the
   step (e.g. drop a frozen backbone's gradients; DDP-safe, unlike toggling requires_grad).
 - ``task.process(cfg, **options)``: ``bioloop process``.
+- ``task.after_training(cfg, result, quiet) -> dict``: on the main process once training ends
+  (e.g. predict test videos with the best checkpoint); its dict is merged into train()'s result.
 """
 
 from __future__ import annotations

@@ -275,6 +275,30 @@ class PoseTask:
                 "model_type": cfg.model_type, "downsample_factor": cfg.downsample_factor}
 
     # ------------------------------------------------------------ predict / evaluate
+    def after_training(self, cfg, result, *, quiet: bool = False) -> dict[str, Any]:
+        """``eval.predict_vids_after_training``: predict every video of ``eval.test_videos_directory``
+        with the best checkpoint into ``<run_dir>/video_preds/`` (+ overlay mp4s with
+        ``eval.save_vids_after_training``)."""
+        from bioloop.api import load_trained_model
+        from bioloop.tasks.pose.semi import VIDEO_SUFFIXES
+
+        folder = cfg.eval.test_videos_directory
+        if not cfg.eval.predict_vids_after_training or not folder:
+            return {}
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ConfigError.at(_where(cfg, "eval.test_videos_directory"), "not a folder", got=str(folder),
+                                 fix="point it at a folder of videos, or set eval.predict_vids_after_training = False")
+        videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        model, extras, path = load_trained_model(cfg)
+        extras = {**extras, "checkpoint": str(path)}
+        out_dir = Path(cfg.run_dir) / "video_preds"
+        written = [str(self.predict(cfg, model, extras=extras, input=str(v), output=str(out_dir / f"{v.stem}.csv"),
+                                    save_video=cfg.eval.save_vids_after_training, overwrite=True,
+                                    show_progress=not quiet))
+                   for v in videos]
+        return {"video_predictions": written}
+
     def predict(self, cfg, model, *, extras, **options):
         from bioloop.tasks.pose.predict import predict_pose
 
