@@ -42,3 +42,33 @@ def test_sections_accept_dicts_and_dotted_values():
 def test_problems_name_the_file_and_key(values, expected):
     _, problems = _problems(values)
     assert any(p.startswith("pose.py: ") and expected in p for p in problems), problems
+
+
+def test_deeplabcut_runner_and_train_settings_map_onto_engine_settings():
+    values = {
+        "task": "pose",
+        "model": {"backbone": {"type": "ResNet", "model_name": "resnet18"}, "heads": {}},
+        "runner": {"type": "PoseTrainingRunner", "key_metric": "test.rmse", "key_metric_asc": False,
+                   "eval_interval": 5, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+                   "snapshots": {"max_snapshots": 3, "save_epochs": 25, "save_optimizer_state": True}},
+        "train_settings": {"batch_size": 4, "epochs": 200, "seed": 7, "dataloader_workers": 2,
+                           "dataloader_pin_memory": True, "display_iters": 50},
+        "resume_training_from": "snapshot-020.pt",
+    }
+    cfg, problems = structure_section(PoseConfig, values, where="dlc.py")
+    assert problems == []
+    assert (cfg.key_metric, cfg.key_metric_mode, cfg.validate_every) == ("rmse/mean", "min", 5)
+    assert (cfg.max_snapshots, cfg.save_every_n_epochs, cfg.load_model) == (3, 25, "snapshot-020.pt")
+    assert (cfg.batch_size, cfg.epochs, cfg.random_seed, cfg.num_workers) == (4, 200, 7, 2)
+    assert cfg.logger.log_every_n_steps == 50
+    assert cfg.optimizer == {"type": "AdamW", "params": {"lr": 1e-4}}
+    assert cfg.model is None and cfg.pose_model["backbone"]["type"] == "ResNet"
+    cfg, _ = structure_section(PoseConfig, {"runner": {"key_metric": "test.mAP", "key_metric_asc": True}}, where="x")
+    assert (cfg.key_metric, cfg.key_metric_mode) == ("oks_map", "max")
+
+
+def test_deeplabcut_keys_we_do_not_map_are_reported_not_dropped():
+    _, problems = structure_section(PoseConfig, {"runner": {"gpus": [0, 1], "snapshots": {"save_epoch": 5}},
+                                                 "train_settings": {"batch_sise": 2}}, where="dlc.py")
+    text = "\n".join(problems)
+    assert "runner.gpus" in text and "runner.snapshots.save_epoch" in text and "train_settings.batch_sise" in text

@@ -171,3 +171,22 @@ def test_write_overlay_video_has_every_frame_and_markers(video, tmp_path):
         write_overlay_video(video, kp[:5], conf[:5], tmp_path / "x.mp4", show_progress=False)
     with pytest.raises(DataError, match="confidence must have shape"):
         write_overlay_video(video, kp, conf[:, :1], tmp_path / "x.mp4", show_progress=False)
+
+
+def test_video_frames_are_resized_like_labeled_frames(tmp_path):
+    """iter_batches / iter_context_batches resize with data.resize_image, so predicted videos see the
+    pixels training saw (one side shrinking, the other growing included)."""
+    from bioloop.tasks.pose.data import resize_image
+
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "noise.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (W, H))
+    for _ in range(3):
+        writer.write(rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    writer.release()
+    (_, full), = list(iter_batches(path, 3))
+    for hw in [(24, 32), (60, 40)]:
+        (_, small), = list(iter_batches(path, 3, resize_hw=hw))
+        np.testing.assert_array_equal(small, np.stack([resize_image(f, hw) for f in full]))
+        (_, windows), = list(iter_context_batches(path, 3, context=1, resize_hw=hw))
+        np.testing.assert_array_equal(windows[1], small)

@@ -25,6 +25,15 @@ DETECTORS = ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large
              "fasterrcnn_resnet50_fpn_v2", "ssdlite320_mobilenet_v3_large")
 
 
+_RUNNER_KEYS = {"key_metric": "key_metric", "key_metric_asc": "key_metric_mode", "eval_interval": "validate_every",
+                "optimizer": "optimizer", "scheduler": "scheduler", "load_scheduler_state_dict": "load_scheduler_state_dict",
+                "snapshots.max_snapshots": "max_snapshots", "snapshots.save_epochs": "save_every_n_epochs"}
+_TRAIN_SETTINGS_KEYS = {"batch_size": "batch_size", "epochs": "epochs", "seed": "random_seed",
+                        "dataloader_workers": "num_workers", "display_iters": "logger.log_every_n_steps"}
+_DLC_METRICS = {"test.mAP": "oks_map", "test.rmse": "rmse/mean", "test.rmse_pcutoff": "rmse/mean",
+                "test.mAR": "oks_map"}
+
+
 @attrs.frozen(kw_only=True)
 class ImageDims:
     """An image size in pixels."""
@@ -91,12 +100,17 @@ class EvalSettings:
     pck_thresholds: list[float] = setting(factory=lambda: [5.0, 10.0], doc="PCK distances in frame pixels",
                                           validator=v.each_positive)
     oks_sigmas: list[float] | float | None = setting(
-        None, "per-keypoint OKS sigmas (or one for all) for OKS mAP; None skips OKS")
+        0.1, "per-keypoint OKS sigmas (or one for all; DeepLabCut's default is 0.1) for oks_map; None skips OKS")
 
 
 @attrs.frozen(kw_only=True)
 class DetectorSettings:
-    """The animal detector of top-down models (DeepLabCut ``detector``), trained from keypoint boxes."""
+    """The animal detector of top-down models (DeepLabCut ``detector``), trained from keypoint boxes.
+
+    DeepLabCut's nested spelling is accepted too (see ``unwrap_settings``): ``data.train.hflip``,
+    ``model.type/variant/pretrained``, ``runner.optimizer/scheduler/eval_interval/snapshots`` and
+    ``train_settings.batch_size/epochs`` map onto the flat settings below.
+    """
 
     variant: str = setting("fasterrcnn_mobilenet_v3_large_fpn", f"torchvision detector: {', '.join(DETECTORS)}")
     pretrained: bool | str = setting(False, "False, or a local weights file (nothing is downloaded)")
@@ -104,13 +118,42 @@ class DetectorSettings:
     batch_size: int = setting(4, "images per detector batch", validator=v.at_least(1))
     learning_rate: float = setting(1e-4, "detector learning rate", validator=v.greater_than(0))
     optimizer: Any = setting(None, "optimizer spec for the detector; None uses AdamW")
+    scheduler: Any = setting(None, "LR scheduler spec for the detector (stepped each epoch); None keeps the LR")
+    load_scheduler_state_dict: bool = setting(True, "restore the detector's scheduler on resume; False keeps an "
+                                                    "edited schedule")
     box_padding: float = setting(0.1, "grow keypoint boxes by this fraction of their size", validator=v.at_least(0))
     hflip: bool = setting(True, "horizontal flip augmentation while training the detector")
     score_threshold: float = setting(0.5, "detections below this score are dropped", validator=v.between(0, 1))
     max_animals: int | None = setting(None, "keep at most this many detections per frame", validator=v.at_least(1))
     crop_size: ImageDims = setting(factory=lambda: ImageDims(height=256, width=256),
                                    doc="pose model input: each detection is cropped and resized to this")
+    validate_every: int = setting(1, "epochs between detector validations (box recall at IoU 0.5)",
+                                  validator=v.at_least(1))
+    save_every_n_epochs: int = setting(1, "write a detector snapshot every this many epochs (and the last)",
+                                       validator=v.at_least(1))
+    max_snapshots: int | None = setting(5, "keep this many newest detector snapshots (None keeps all)",
+                                        validator=v.at_least(1))
     load_model: str | None = setting("latest", "resume the detector from 'latest', 'best', a file, or None")
+    resume_training_from: str | None = setting(
+        None, "a detector snapshot to continue training from (overrides load_model)", path=True)
+
+    @staticmethod
+    def unwrap_settings(values):
+        """Map DeepLabCut's nested ``detector`` spelling onto the flat settings.
+
+        Settings without a counterpart stay in the dict under their dotted name (e.g.
+        ``runner.foo``) so the strict loader reports them. Dropped on purpose, because they do
+        not change results: ``data.colormode: RGB``, ``normalize_images: true``, ``runner.type:
+        DetectorTrainingRunner``, ``snapshots.save_optimizer_state`` (the optimizer is always
+        saved so training can resume) and ``train_settings.dataloader_*`` / ``display_iters``.
+        """
+        if not isinstance(values, dict) or not any(k in _DETECTOR_DLC_SECTIONS for k in values):
+            return values
+        flat = {k: val for k, val in values.items() if k not in _DETECTOR_DLC_SECTIONS}
+        for section in _DETECTOR_DLC_SECTIONS:
+            if section in values:
+                _unwrap_detector_dlc(section, values[section], flat)
+        return flat
 
     def check(self) -> list[str]:
         if self.variant not in DETECTORS:
@@ -119,6 +162,48 @@ class DetectorSettings:
             return [f"variant: unknown detector {self.variant!r}{did_you_mean(self.variant, DETECTORS)}; "
                     f"use one of {', '.join(DETECTORS)}"]
         return []
+
+
+_DETECTOR_DLC_SECTIONS = ("data", "model", "runner", "train_settings")
+_DETECTOR_DLC_MAP = {  # dotted DLC key -> flat setting
+    "data.train.hflip": "hflip", "model.variant": "variant", "model.pretrained": "pretrained",
+    "runner.optimizer": "optimizer", "runner.scheduler": "scheduler", "runner.eval_interval": "validate_every",
+    "runner.load_scheduler_state_dict": "load_scheduler_state_dict",
+    "runner.snapshots.max_snapshots": "max_snapshots", "runner.snapshots.save_epochs": "save_every_n_epochs",
+    "train_settings.batch_size": "batch_size", "train_settings.epochs": "epochs"}
+_DETECTOR_DLC_IGNORED = {  # dotted DLC key -> the only value(s) accepted without effect (None: any value)
+    "data.colormode": ("RGB",), "data.train.normalize_images": (True,), "data.inference.normalize_images": (True,),
+    "runner.type": ("DetectorTrainingRunner",), "runner.snapshots.save_optimizer_state": None,
+    "train_settings.dataloader_workers": None, "train_settings.dataloader_pin_memory": None,
+    "train_settings.display_iters": None}
+_DETECTOR_DLC_BRANCHES = {key.rsplit(".", i)[0] for key in (*_DETECTOR_DLC_MAP, *_DETECTOR_DLC_IGNORED)
+                          for i in range(1, key.count(".") + 1)}
+_DETECTOR_DLC_TYPES = {"FasterRCNN": None, "SSDLite": "ssdlite320_mobilenet_v3_large"}
+
+
+def _unwrap_detector_dlc(prefix: str, value: Any, flat: dict) -> None:
+    """Flatten one DLC section into ``flat``; unmapped keys stay under their dotted name."""
+    if prefix == "model" and isinstance(value, dict) and "type" in value:
+        value = dict(value)
+        kind = value.pop("type")
+        implied = _DETECTOR_DLC_TYPES.get(kind, "?") if isinstance(kind, str) else "?"
+        variant = value.get("variant")
+        if implied == "?" or (implied and variant not in (None, implied)) or \
+                (kind == "FasterRCNN" and isinstance(variant, str) and not variant.startswith("fasterrcnn")):
+            flat["model.type"] = kind  # FasterRCNN | SSDLite, matching the variant: reported as unknown
+        elif implied and variant is None:
+            value["variant"] = implied
+    if prefix in _DETECTOR_DLC_BRANCHES and isinstance(value, dict):
+        for key, inner in value.items():
+            _unwrap_detector_dlc(f"{prefix}.{key}", inner, flat)
+        return
+    if prefix in _DETECTOR_DLC_MAP:
+        flat[_DETECTOR_DLC_MAP[prefix]] = value
+    elif prefix in _DETECTOR_DLC_IGNORED and (_DETECTOR_DLC_IGNORED[prefix] is None or any(
+            value == ok and type(value) is type(ok) for ok in _DETECTOR_DLC_IGNORED[prefix])):
+        return
+    else:
+        flat[prefix] = value
 
 
 @attrs.frozen(kw_only=True)
@@ -170,6 +255,48 @@ class PoseConfig(TrainingConfig):
         None, "DeepLabCut-style model section {'backbone': {...}, 'heads': {...}}; overrides backbone/model_type")
     method: Literal["bu", "td"] = setting("bu", "'bu' one pose per image; 'td' detect animals, then pose per crop")
     detector: DetectorSettings | None = setting(None, "detector section, required for method='td'")
+
+    @staticmethod
+    def unwrap_settings(values):
+        """Accept DeepLabCut 3's ``runner``, ``train_settings``, ``resume_training_from`` and ``model``
+        sections, mapped onto the engine's settings (see the module docstring); keys we do not map
+        stay behind as ``runner.<key>`` so the loader reports them instead of dropping them."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        if isinstance(values.get("model"), dict):  # a DLC model section, not a ready module
+            values["pose_model"] = values.pop("model")
+        if "resume_training_from" in values:
+            values["load_model"] = values.pop("resume_training_from")
+        for section, mapping in (("runner", _RUNNER_KEYS), ("train_settings", _TRAIN_SETTINGS_KEYS)):
+            given = values.pop(section, None)
+            if given is None:
+                continue
+            if not isinstance(given, dict):
+                values[section] = given  # reported as an unknown setting
+                continue
+            given = dict(given)
+            if section == "runner":
+                if given.get("type") in ("PoseTrainingRunner", None):
+                    given.pop("type", None)
+                given.update({f"snapshots.{k}": v for k, v in dict(given.pop("snapshots", None) or {}).items()})
+                if given.get("snapshots.save_optimizer_state") is True:
+                    given.pop("snapshots.save_optimizer_state")  # bioloop always keeps it (exact resume)
+            if given.get("dataloader_pin_memory") is True:
+                given.pop("dataloader_pin_memory")  # pinned automatically when training on CUDA
+            for key, value in given.items():
+                target = mapping.get(key)
+                if target is None:
+                    values[f"{section}.{key}"] = value
+                elif target == "key_metric":
+                    values[target] = _DLC_METRICS.get(value, value)
+                elif target == "key_metric_mode":
+                    values[target] = "max" if value else "min"
+                elif target == "logger.log_every_n_steps":
+                    values["logger"] = {**dict(values.get("logger") or {}), "log_every_n_steps": value}
+                else:
+                    values[target] = value
+        return values
 
     def check(self) -> list[str]:
         problems = super().check()

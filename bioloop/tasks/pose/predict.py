@@ -1,12 +1,20 @@
-"""Predict keypoints on a video or a folder of images; write a DLC-style CSV (and an overlay mp4).
+"""Predict keypoints on a video or a folder of images; write a DLC-style CSV (and an .slp, an overlay mp4).
 
 The CSV has x, y, likelihood per keypoint in frame pixels (read it with pandas
 ``header=[0, 1, 2], index_col=0``); the likelihood is the decoder's confidence in [0, 1].
-Frames are resized to the network size in batches and predictions mapped back exactly.
+Frames are decoded, resized to the network size and normalised on a background thread (two
+batches ahead), so the model does not wait for decoding; predictions are mapped back exactly.
+Temporal context models (``heatmap_mhcrnn``) get windows t-2..t+2: neighbouring video frames
+(edges replicated) or neighbouring numbered image files (``data.context_paths``).
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,67 +24,239 @@ from tqdm.auto import tqdm
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
 
+__all__ = ["VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "CONTEXT", "combine_context_heatmaps", "is_context_model",
+           "prefetch", "write_predictions_slp", "predict_pose"]
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+CONTEXT = 2  # heatmap_mhcrnn sees frames t-2..t+2
 
 
-def _batches_of_images(paths, batch_size):
+def combine_context_heatmaps(out: dict) -> dict:
+    """``{"heatmaps": ...}`` from a context model's output: per keypoint the more confident of the
+    static (``heatmaps_sf``) and context (``heatmaps_mf``) maps; other outputs pass through."""
+    if "heatmaps_sf" not in out:
+        return out
+    from bioloop.tasks.pose.models import select_more_confident
+
+    return {"heatmaps": select_more_confident(out["heatmaps_sf"], out["heatmaps_mf"])}
+
+
+def is_context_model(model, extras: dict | None = None) -> bool:
+    """Whether ``model`` takes context windows (a HeatmapMHCRNN, or a checkpoint of one)."""
+    from bioloop.tasks.pose.models import HeatmapMHCRNN
+
+    net = getattr(model, "module", model)  # DistributedDataParallel
+    return isinstance(net, HeatmapMHCRNN) or (extras or {}).get("model_type") == "heatmap_mhcrnn"
+
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def prefetch(items: Iterable, depth: int = 2) -> Iterator:
+    """Iterate ``items`` on a background thread, at most ``depth`` items ahead, in order.
+
+    An exception raised while producing an item is raised here, at that item. Closing the
+    returned generator early stops the thread (and closes ``items`` if it is a generator).
+    """
+    slots: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            put(_Failure(error))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=work, name="bioloop-pose-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _read_image(path) -> np.ndarray:
     import cv2
 
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError.at(str(path), "cannot read this image", fix="check the file")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _image_batches(paths, batch_size: int, dims, context: int) -> Iterator[tuple[np.ndarray, list, np.ndarray]]:
+    """(indices, original sizes, uint8 frames (B, H, W, 3) or windows (B, 2c+1, H, W, 3)) resized to dims."""
+    from bioloop.tasks.pose.data import context_paths, resize_image
+
+    present = {str(p) for p in paths}
+    cache: OrderedDict[str, tuple[np.ndarray, tuple]] = OrderedDict()  # neighbours are read once
+
+    def load(path: str):
+        if path not in cache:
+            image = _read_image(path)
+            cache[path] = (resize_image(image, dims), image.shape[:2])
+            while len(cache) > batch_size + 4 * context + 2:
+                cache.popitem(last=False)
+        return cache[path]
+
     for first in range(0, len(paths), batch_size):
-        chunk = paths[first:first + batch_size]
-        frames = []
+        chunk = [str(p) for p in paths[first:first + batch_size]]
+        frames, sizes = [], []
         for path in chunk:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise DataError.at(str(path), "cannot read this image", fix="check the file")
-            frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        yield np.arange(first, first + len(chunk)), frames
+            centre, hw = load(path)
+            if context:
+                window = context_paths(path, context, exists=lambda p: p in present or os.path.isfile(p))
+                frames.append(np.stack([load(p)[0] for p in window]))
+            else:
+                frames.append(centre)
+            sizes.append(hw)
+        yield np.arange(first, first + len(chunk)), sizes, np.stack(frames)
+
+
+def _video_batches(path, batch_size: int, dims, context: int, hw) -> Iterator[tuple[np.ndarray, list, np.ndarray]]:
+    """Like ``_image_batches`` for a video whose frames are ``hw``; every frame is decoded and resized once."""
+    from bioloop.tasks.pose.video import iter_batches, iter_context_batches
+
+    if context:
+        batches = iter_context_batches(path, batch_size, context, resize_hw=dims)
+    else:
+        batches = iter_batches(path, batch_size, resize_hw=dims)
+    for index, frames in batches:
+        yield index, [tuple(hw)] * len(index), frames
+
+
+def _prepared(batches) -> Iterator[tuple[np.ndarray, list, torch.Tensor]]:
+    from bioloop.tasks.pose.data import normalize_frames
+
+    for index, sizes, frames in batches:
+        yield index, sizes, torch.from_numpy(normalize_frames(frames))
+
+
+def write_predictions_slp(path, keypoints, confidence, keypoint_names, *, video=None, image_paths=None,
+                          frame_indices=None, frame_shape=None, fps: float | None = None) -> Path:
+    """Write predictions (N, K, 2) frame pixels with confidences (N, K) as a SLEAP .slp file.
+
+    One PredictedInstance per frame: point scores are the confidences, the instance score their
+    mean. The frames belong to ``video`` (a video file; frame ``frame_indices[i]``, default ``i``)
+    or, for an image folder, to a SLEAP image-list video of ``image_paths``. ``frame_shape`` is
+    (H, W) of the frames, ``fps`` their rate. ``labels.read_slp(path, include_predicted=True)`` reads it back.
+    """
+    import sleap_io as sio
+
+    kp = np.asarray(keypoints, dtype=np.float64)
+    conf = np.asarray(confidence, dtype=np.float64)
+    names = [str(n) for n in keypoint_names]
+    skeleton = sio.Skeleton(nodes=names, name="bioloop")
+    n = len(kp)
+    shape = None if frame_shape is None else [n, int(frame_shape[0]), int(frame_shape[1]), 3]
+    meta = {"shape": shape, "grayscale": False, "fps": fps}
+    if image_paths is not None:  # SLEAP's ImageVideo, written without opening the images
+        files = [os.path.abspath(str(p)) for p in image_paths]
+        meta.update(type="ImageVideo", filename=files[0], filenames=files, channels_=3,
+                    height_=None if shape is None else shape[1], width_=None if shape is None else shape[2])
+        source = sio.Video(filename=files, open_backend=False, backend_metadata=meta)
+        frames = np.arange(n)
+    else:
+        name = os.path.abspath(str(video))
+        meta.update(type="MediaVideo", filename=name, bgr=True, dataset="", input_format="")
+        source = sio.Video(filename=name, open_backend=False, backend_metadata=meta)
+        frames = np.arange(n) if frame_indices is None else np.asarray(frame_indices, dtype=np.int64)
+    labeled = []
+    for t, xy, score in zip(frames, kp, conf):
+        mean = float(np.nanmean(score)) if np.isfinite(score).any() else 0.0
+        inst = sio.PredictedInstance.from_numpy(xy, skeleton=skeleton, point_scores=score, score=mean)
+        labeled.append(sio.LabeledFrame(video=source, frame_idx=int(t), instances=[inst]))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sio.save_slp(sio.Labels(labeled_frames=labeled, videos=[source], skeletons=[skeleton]), str(out),
+                 verbose=False)
+    return out
+
+
+def _check_free(path: Path, overwrite: bool, option: str) -> None:
+    if path.exists() and not overwrite:
+        raise DataError.at(str(path), "output already exists", fix=f"choose another {option} or pass --overwrite")
 
 
 def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, save_video=None, overwrite=False,
-                 device=None, show_progress=True) -> Path:
-    """Predict ``input`` (a video file or an image folder) into the CSV ``output``; returns its path."""
-    from bioloop.tasks.pose.data import IMAGENET_MEAN, IMAGENET_STD, resize_image, unresize_keypoints
+                 device=None, show_progress=True, slp_output=None) -> Path:
+    """Predict ``input`` (a video file or an image folder) into the CSV ``output``; returns its path.
+
+    ``slp_output`` also writes the predictions as a SLEAP .slp file; ``save_video`` (default
+    ``eval.save_vids_after_training``) an overlay mp4 next to the CSV (videos only).
+    """
+    from bioloop.tasks.pose.data import unresize_keypoints
     from bioloop.tasks.pose.labels import write_dlc_csv
 
     source, out = Path(input), Path(output)
-    if out.exists() and not overwrite:
-        raise DataError.at(str(out), "output already exists", fix="choose another --output or pass --overwrite")
+    _check_free(out, overwrite, "--output")
+    slp = None if slp_output is None else Path(slp_output)
+    if slp is not None:
+        _check_free(slp, overwrite, "slp output")
     names = list(extras.get("keypoint_names") or cfg.keypoint_names or [])
     dims = tuple(extras.get("image_resize_dims") or (cfg.image_resize_dims.height, cfg.image_resize_dims.width))
-    batch_size = batch_size or cfg.dali.base_predict_sequence_length
+    context = CONTEXT if is_context_model(model, extras) else 0
+    batch_size = batch_size or (cfg.dali.context_predict_sequence_length if context
+                                else cfg.dali.base_predict_sequence_length)
     if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
-        from bioloop.tasks.pose.video import VideoReader, iter_batches
+        from bioloop.tasks.pose.video import VideoReader
 
         with VideoReader(source) as reader:
-            total, orig_hw = len(reader), reader.hw
-        batches = ((idx, list(frames)) for idx, frames in iter_batches(source, batch_size))
+            total, frame_hw, fps = len(reader), reader.hw, reader.fps or None
+        batches = _video_batches(source, batch_size, dims, context, frame_hw)
         paths = None
     elif source.is_dir():
         paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise DataError.at(str(source), "no images in this folder", fix=f"expected {', '.join(IMAGE_SUFFIXES)}")
-        total, orig_hw = len(paths), None
-        batches = _batches_of_images(paths, batch_size)
+        total, frame_hw, fps = len(paths), None, None
+        batches = _image_batches(paths, batch_size, dims, context)
     else:
         raise DataError.at(str(source), "expected a video file or a folder of images",
                            fix=f"videos: {', '.join(VIDEO_SUFFIXES)}")
     device = device or next(model.parameters()).device
     model.eval()
-    keypoints, confidence = [], []
+    keypoints, confidence, sizes_all = [], [], []
     bar = tqdm(total=total, desc="predict", unit="frame", disable=not progress_enabled(not show_progress))
     with torch.inference_mode():
-        for _, frames in batches:
-            sizes = [f.shape[:2] for f in frames]
-            x = np.stack([resize_image(f, dims) for f in frames]).astype(np.float32) / 255.0
-            x = (x - IMAGENET_MEAN) / IMAGENET_STD
-            tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
-            xy, conf = task.decode(model, model(tensor))
+        for _, sizes, tensor in prefetch(_prepared(batches), depth=2):
+            out_maps = model(tensor.to(device, non_blocking=True))
+            xy, conf = task.decode(model, combine_context_heatmaps(out_maps) if context else out_maps)
             for p, hw in zip(xy.cpu().numpy(), sizes):
                 keypoints.append(unresize_keypoints(p, hw, dims))
             confidence.append(conf.cpu().numpy())
-            bar.update(len(frames))
+            sizes_all.extend(sizes)
+            bar.update(len(sizes))
     bar.close()
     kp, conf = np.stack(keypoints), np.concatenate(confidence)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +264,10 @@ def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, sa
         write_dlc_csv(out, kp, likelihood=conf, keypoint_names=names, image_paths=[str(p) for p in paths])
     else:
         write_dlc_csv(out, kp, likelihood=conf, keypoint_names=names, frame_indices=np.arange(len(kp)))
+    if slp is not None:
+        same = len(set(map(tuple, sizes_all))) == 1
+        write_predictions_slp(slp, kp, conf, names, video=None if paths else source, image_paths=paths,
+                              frame_shape=frame_hw or (tuple(sizes_all[0]) if same else None), fps=fps)
     want_video = cfg.eval.save_vids_after_training if save_video is None else save_video
     if want_video and paths is None:
         from bioloop.tasks.pose.overlay import write_overlay_video
@@ -91,5 +275,4 @@ def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, sa
         write_overlay_video(source, kp, conf, out.with_suffix(".labeled.mp4"), colormap=cfg.eval.colormap,
                             confidence_thresh=cfg.eval.confidence_thresh_for_vid, show_progress=show_progress,
                             names=names)
-    del orig_hw
     return out

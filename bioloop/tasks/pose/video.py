@@ -24,11 +24,12 @@ __all__ = ["UnlabeledFrames", "VideoReader", "iter_batches", "iter_context_batch
 
 
 def _resize(frame: np.ndarray, resize_hw: tuple[int, int] | None) -> np.ndarray:
-    if resize_hw is None or tuple(frame.shape[:2]) == tuple(resize_hw):
+    """The labeled frames' resize (``data.resize_image``), so video and training pixels agree."""
+    if resize_hw is None:
         return frame
-    h, w = int(resize_hw[0]), int(resize_hw[1])
-    interp = cv2.INTER_AREA if h * w < frame.shape[0] * frame.shape[1] else cv2.INTER_LINEAR
-    return cv2.resize(frame, (w, h), interpolation=interp)
+    from bioloop.tasks.pose.data import resize_image
+
+    return resize_image(frame, resize_hw)
 
 
 def _check_positive(where: str, value, what: str) -> int:

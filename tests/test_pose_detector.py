@@ -1,0 +1,265 @@
+"""Top-down detector: keypoint boxes, offline torchvision builders, DLC settings, training with resume."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from bioloop.config.structure import structure_section
+from bioloop.errors import CheckpointError, ConfigError
+from bioloop.tasks.pose import detector as det
+from bioloop.tasks.pose.config import DetectorSettings, PoseConfig
+
+SMALL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+NAN = np.nan
+
+
+# ---------------------------------------------------------------- boxes
+
+def test_boxes_from_keypoints_golden():
+    kp = np.full((2, 2, 3, 2), NAN)
+    kp[0, 0, :2] = [[10, 20], [30, 60]]  # 20 x 40, padded by 0.1 -> 2 and 4 pixels each side
+    kp[0, 1, 0] = [50, 50]  # a single keypoint gives no box
+    kp[1, 0, :2] = [[1, 2], [11, 4]]  # padded by 0.5: x -4..16 clipped at -0.5; y 1..5
+    kp[1, 1, :2] = [[50, 50], [50, 50]]  # degenerate: grown to the 4 pixel minimum
+    boxes = det.boxes_from_keypoints(kp, 0.1, (100, 100))
+    np.testing.assert_allclose(boxes[0], [[8, 16, 32, 64]])
+    boxes = det.boxes_from_keypoints(kp[1:], 0.5, (100, 100))
+    np.testing.assert_allclose(boxes[0], [[-0.5, 1, 16, 5], [48, 48, 52, 52]])
+    # clipped at the frame's last pixel centre + 0.5; a box wholly outside is dropped
+    assert det.animal_box([[90, 90], [99, 99]], 0.5, (95, 100)).tolist() == [85.5, 85.5, 99.5, 94.5]
+    assert det.animal_box([[200, 200], [210, 210]], 0.0, (100, 100)) is None
+    assert det.animal_box([[200, 200], [210, 210]], 0.0, None).tolist() == [200, 200, 210, 210]
+
+
+def test_box_recall():
+    truth = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.zeros((0, 4))]
+    found = [np.array([[0, 0, 10, 9], [50, 50, 60, 60]]), np.array([[0, 0, 5, 5]])]
+    assert det.box_recall(found, truth) == 0.5
+    assert np.isnan(det.box_recall([np.zeros((0, 4))], [np.zeros((0, 4))]))
+
+
+# ---------------------------------------------------------------- building
+
+def test_unknown_variant_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"cfg.py: detector.variant: unknown detector \(did you mean "
+                                          r"'fasterrcnn_resnet50_fpn'\?\)"):
+        det.build_detector("fasterrcnn_resnet50", where="cfg.py: detector")
+
+
+def test_pretrained_true_cannot_download():
+    with pytest.raises(ConfigError, match="detector.pretrained: pretrained=True would download.*offline.*"
+                                          "set pretrained to its path"):
+        det.build_detector(SMALL, True)
+    with pytest.raises(ConfigError, match="pretrained must be False or a local weights file"):
+        det.build_detector(SMALL, 3)
+
+
+def test_pretrained_file_loads_strictly(tmp_path):
+    torch.manual_seed(0)
+    source = det.build_detector(SMALL, num_classes=3)  # e.g. another class count: its class head stays fresh
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    model = det.build_detector(SMALL, str(tmp_path / "w.pt"))
+    key = "backbone.body.0.0.weight"
+    assert torch.equal(model.state_dict()[key], source.state_dict()[key])
+    assert model.roi_heads.box_predictor.cls_score.out_features == 2
+    state = source.state_dict()
+    del state[key]
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="does not fit the model: 1 missing key"):
+        det.build_detector(SMALL, str(tmp_path / "bad.pt"))
+    with pytest.raises(CheckpointError, match="detector.pretrained: weights file not found"):
+        det.build_detector(SMALL, str(tmp_path / "missing.pt"))
+
+
+class _FixedDetector(torch.nn.Module):
+    """Returns the given torchvision-style outputs (pixel-edge boxes)."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.outputs = outputs
+
+    def forward(self, images):
+        assert all(im.dtype == torch.float32 and im.max() <= 1 for im in images)
+        return [self.outputs[i] for i in range(len(images))]
+
+
+def test_detect_filters_sorts_and_converts_to_pixel_centres():
+    out = {"boxes": torch.tensor([[10.5, 20.5, 30.5, 40.5], [0.5, 0.5, 5.5, 5.5], [1.0, 1, 2, 2], [3.0, 3, 9, 9]]),
+           "scores": torch.tensor([0.6, 0.9, 0.2, 0.8]), "labels": torch.tensor([1, 1, 1, 0])}
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 2
+    result = det.detect(_FixedDetector([out, out]), frames, score_threshold=0.5, max_animals=None, batch_size=2)
+    assert len(result) == 2
+    boxes, scores = result[0]
+    np.testing.assert_allclose(boxes, [[0, 0, 5, 5], [10, 20, 30, 40]])
+    np.testing.assert_allclose(scores, [0.9, 0.6])
+    boxes, scores = det.detect(_FixedDetector([out]), frames[:1], score_threshold=0.5, max_animals=1)[0]
+    np.testing.assert_allclose(boxes, [[0, 0, 5, 5]])
+
+
+# ---------------------------------------------------------------- settings
+
+def test_dlc_nested_detector_section_maps_to_flat_settings():
+    dlc = {"data": {"colormode": "RGB", "train": {"hflip": False, "normalize_images": True},
+                    "inference": {"normalize_images": True}},
+           "model": {"type": "SSDLite", "pretrained": False},
+           "runner": {"type": "DetectorTrainingRunner", "eval_interval": 10,
+                      "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+                      "scheduler": {"type": "LRListScheduler", "params": {"milestones": [90], "lr_list": [[1e-5]]}},
+                      "snapshots": {"max_snapshots": 3, "save_epochs": 25, "save_optimizer_state": False}},
+           "train_settings": {"batch_size": 1, "epochs": 100, "dataloader_workers": 0},
+           "resume_training_from": "snap/detector-020.pt"}
+    settings, problems = structure_section(DetectorSettings, dlc, where="cfg.py")
+    assert problems == []
+    assert settings.variant == "ssdlite320_mobilenet_v3_large" and settings.hflip is False
+    assert (settings.validate_every, settings.max_snapshots, settings.save_every_n_epochs) == (10, 3, 25)
+    assert (settings.batch_size, settings.epochs) == (1, 100)
+    assert settings.optimizer["type"] == "AdamW" and settings.scheduler["type"] == "LRListScheduler"
+    assert settings.resume_training_from == "snap/detector-020.pt"
+    fr, _ = structure_section(DetectorSettings, {"model": {"type": "FasterRCNN", "variant": SMALL}}, where="c")
+    assert fr.variant == SMALL
+
+
+def test_unknown_nested_detector_keys_are_reported():
+    cfg = {"task": "pose", "method": "td",
+           "detector": {"runner": {"snapshots": {"max_snapshot": 3}, "gpus": [0]},
+                        "data": {"train": {"affine": {"p": 0.9}}},
+                        "model": {"type": "SSDLite", "variant": "fasterrcnn_resnet50_fpn"}}}
+    _, problems = structure_section(PoseConfig, cfg, where="cfg.py")
+    text = "\n".join(problems)
+    for key in ("detector.runner.snapshots.max_snapshot", "detector.runner.gpus", "detector.data.train.affine",
+                "detector.model.type"):
+        assert f"cfg.py: unknown setting '{key}'" in text
+    _, problems = structure_section(DetectorSettings, {"model": {"type": "YOLO"}}, where="cfg.py")
+    assert problems and "unknown setting 'model.type'" in problems[0]
+
+
+# ---------------------------------------------------------------- training
+
+@pytest.fixture(scope="module")
+def labels(tmp_path_factory):
+    from bioloop.data.synthetic_pose import make_pose_dataset
+    from bioloop.tasks.pose.labels import read_labels
+
+    ds = make_pose_dataset(tmp_path_factory.mktemp("pose"), n_frames=2, image_size=(64, 80), n_animals=2,
+                           n_videos=1, video=False)
+    return read_labels(ds.csv_path)
+
+
+@pytest.fixture
+def one_thread():
+    """Small detector steps run fastest on one thread (and do not fight other test processes)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _settings(**kw):
+    return DetectorSettings(variant=SMALL, batch_size=2, learning_rate=1e-4, **kw)
+
+
+def _step_lr(gamma):
+    return {"type": "StepLR", "params": {"step_size": 1, "gamma": gamma}}
+
+
+def _metrics(folder):
+    with open(folder / "detector_metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_resume_and_refuse(labels, tmp_path, monkeypatch, one_thread):
+    calls = []
+    real_batch = det._batch
+    monkeypatch.setattr(det, "_batch", lambda *a: calls.append(1) or real_batch(*a))
+    out = tmp_path / "det"
+    first = det.train_detector(_settings(epochs=1, scheduler=_step_lr(0.5)), labels, [0, 1], out, seed=3, show_progress=False,
+                               where="cfg.py: detector")
+    assert first == out / "detector-001.pt" and len(calls) == 1
+    before = first.read_bytes()
+    loss1 = _metrics(out)[0]["loss"]
+    # two epochs: continues at epoch 2; epoch 1 is not run again
+    final = det.train_detector(_settings(epochs=2, scheduler=_step_lr(0.5)), labels, [0, 1], out, val_rows=[0], seed=3,
+                               show_progress=False, where="cfg.py: detector")
+    assert final == out / "detector-002.pt" and len(calls) == 2
+    assert torch.load(final, weights_only=False)["epoch"] == 2 and first.read_bytes() == before
+    rows = _metrics(out)
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["loss"] == loss1
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-4, 5e-5])  # the scheduler resumed too
+    assert 0 <= float(rows[1]["val_recall"]) <= 1 and (out / "detector-best.pt").is_file()
+    # finished: nothing is retrained
+    assert det.train_detector(_settings(epochs=2), labels, [0, 1], out, show_progress=False) == final
+    assert len(calls) == 2
+    with pytest.raises(CheckpointError, match=r"cfg.py: detector.load_model: None starts the detector afresh, "
+                                              r"but .* holds 2 detector snapshot\(s\)"):
+        det.train_detector(_settings(epochs=2, load_model=None), labels, [0, 1], out, where="cfg.py: detector")
+    with pytest.raises(CheckpointError, match="detector.resume_training_from: detector snapshot not found"):
+        det.train_detector(_settings(resume_training_from=str(tmp_path / "nope.pt")), labels, [0], tmp_path / "x")
+    with pytest.raises(CheckpointError, match="this snapshot is a fasterrcnn_mobilenet_v3_large_320_fpn, the "
+                                              "settings ask for ssdlite320_mobilenet_v3_large"):
+        det.train_detector(DetectorSettings(variant="ssdlite320_mobilenet_v3_large", resume_training_from=str(first),
+                                            epochs=3), labels, [0], tmp_path / "y")
+    # a detector loads back from its folder (the newest snapshot) and detects on frames
+    model = det.load_detector(out, _settings())
+    frames = [np.zeros((64, 80, 3), np.uint8)]
+    (boxes, scores), = det.detect(model, frames, score_threshold=0.0, max_animals=3)
+    assert boxes.shape[1:] == (4,) and len(boxes) == len(scores) <= 3
+    with pytest.raises(CheckpointError, match="no detector snapshot"):
+        det.load_detector(tmp_path)
+
+
+def test_snapshot_and_data_errors(labels, tmp_path, monkeypatch, one_thread):
+    from bioloop.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="no training frames for the detector"):
+        det.train_detector(_settings(load_model=None), labels, [], tmp_path / "a")
+    with pytest.raises(CheckpointError, match="detector.load_model: detector snapshot not found"):
+        det.train_detector(_settings(load_model=str(tmp_path / "nope.pt")), labels, [0], tmp_path / "a")
+    torch.save({"model": {}, "epoch": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt: not a bioloop detector snapshot"):
+        det.load_detector(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="detector snapshot not found"):
+        det.load_detector(tmp_path / "missing.pt")
+    # a snapshot whose optimizer state does not fit (another number of parameter groups)
+    model = det.build_detector(SMALL, min_size=64, max_size=80)
+    optimizer = torch.optim.AdamW([{"params": [p]} for p in list(model.parameters())[:2]])
+    torch.save({"kind": "detector", "variant": SMALL, "epoch": 1, "min_size": 64, "max_size": 80,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": None},
+               tmp_path / "snap.pt")
+    with pytest.raises(CheckpointError, match="optimizer: the snapshot's optimizer state does not fit"):
+        det.train_detector(_settings(epochs=2, resume_training_from=str(tmp_path / "snap.pt")), labels, [0],
+                           tmp_path / "b")
+    # a diverged step stops training with a TrainingError
+    real_batch = det._batch
+
+    def nan_batch(*args):
+        images, targets = real_batch(*args)
+        return [im * float("nan") for im in images], targets
+
+    monkeypatch.setattr(det, "_batch", nan_batch)
+    with pytest.raises(TrainingError, match="the detector loss is not finite at epoch 1"):
+        det.train_detector(_settings(epochs=1, load_model=None), labels, [0], tmp_path / "c")
+
+
+def test_resumed_schedule_restored_or_edited():
+    model = torch.nn.Linear(2, 2)
+    saved = _settings(scheduler=_step_lr(0.5))
+    optimizer, scheduler = det._optimizer_and_scheduler(model, saved, None, 0, "cfg.py: detector")
+    for _ in range(2):
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    optimizer, _ = det._optimizer_and_scheduler(model, saved, state, 2, "cfg.py: detector")
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-5)
+    edited = _settings(scheduler=_step_lr(0.1), load_scheduler_state_dict=False)
+    optimizer, scheduler = det._optimizer_and_scheduler(model, edited, state, 2, "cfg.py: detector")
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)  # the edited schedule at epoch 2
+    assert "exp_avg" in optimizer.state[model.weight]  # the moments came back
+    sgd = _settings(optimizer={"type": "SGD", "params": {"lr": 0.1}})
+    optimizer, scheduler = det._optimizer_and_scheduler(model, sgd, None, 0, "cfg.py: detector")
+    assert isinstance(optimizer, torch.optim.SGD) and scheduler is None
