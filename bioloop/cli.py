@@ -95,30 +95,53 @@ def _shape(text):
     return values
 
 
+_SEGMENTATION_ONLY = ("crops", "roi", "block_shape", "overlap", "tta", "orthoplanes", "no_resume", "devices")
+_POSE_ONLY = ("slp", "save_video")
+
+
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--input", "input_path", default=None, help="Raw volume: OME-NGFF group/array, zarr array or tif "
-              "(local or s3://).")
-@click.option("--crops", default=None, help="Instead of --input: predict every validate crop of this datasplit CSV.")
-@click.option("--output", "output_path", required=True, help="Output OME-NGFF zarr folder (local).")
-@click.option("--roi", default=None, help="World region in nm: 'z0:z1,y0:y1,x0:x1' (default: the whole volume).")
+@click.option("--input", "input_path", default=None, help="Segmentation: raw volume (OME-NGFF group/array, zarr array "
+              "or tif; local or s3://). Pose: a video file or a folder of images.")
+@click.option("--crops", default=None, help="Segmentation, instead of --input: predict every validate crop of this "
+              "datasplit CSV.")
+@click.option("--output", "output_path", required=True, help="Segmentation: output OME-NGFF zarr folder (local). "
+              "Pose: the DLC-style CSV to write.")
+@click.option("--roi", default=None, help="Segmentation: world region in nm 'z0:z1,y0:y1,x0:x1' (default: all).")
 @click.option("--checkpoint", default=None, help="Checkpoint file (default: the run's best, else its latest).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per forward pass.")
-@click.option("--block-shape", default=None, help="Voxels per block 'z,y,x' (memory is bounded by the block).")
-@click.option("--overlap", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
-              help="Tile overlap fraction (blended).")
-@click.option("--tta", is_flag=True, help="Average over flips of the spatial axes (test-time augmentation).")
-@click.option("--orthoplanes", is_flag=True, help="2D models: also predict along y and x and average the three.")
-@click.option("--no-resume", is_flag=True, help="Refuse to continue an unfinished output instead of resuming it.")
-@click.option("--devices", type=click.IntRange(min=1), default=None, help="Processes sharing the blocks (torchrun).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles (segmentation) or frames (pose) "
+              "per forward pass.")
+@click.option("--block-shape", default=None, help="Segmentation: voxels per block 'z,y,x' (memory is bounded by it).")
+@click.option("--overlap", type=click.FloatRange(0, 0.9), default=None, help="Segmentation: tile overlap fraction "
+              "(blended) [default: 0.25].")
+@click.option("--tta", is_flag=True, help="Segmentation: average over flips of the spatial axes.")
+@click.option("--orthoplanes", is_flag=True, help="Segmentation, 2D models: also predict along y and x and average.")
+@click.option("--no-resume", is_flag=True, help="Segmentation: refuse to continue an unfinished output.")
+@click.option("--devices", type=click.IntRange(min=1), default=None, help="Segmentation: processes sharing the "
+              "blocks (torchrun).")
+@click.option("--slp", default=None, help="Pose: also write the predictions as a SLEAP .slp file.")
+@click.option("--save-video/--no-save-video", "save_video", default=None,
+              help="Pose, videos: also write an mp4 with keypoint overlays [default: eval.save_vids_after_training].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @_override
 @_quiet
 def predict(config, input_path, crops, output_path, roi, checkpoint, batch_size, block_shape, overlap, tta,
-            orthoplanes, no_resume, devices, overwrite, overrides, quiet):
-    """Predict a volume (blockwise, resumable) with a trained model; writes probabilities per class."""
+            orthoplanes, no_resume, devices, slp, save_video, overwrite, overrides, quiet):
+    """Predict with a trained model: volumes blockwise and resumable (segmentation), videos and image
+    folders to DLC-style CSV, .slp and overlay videos (pose)."""
+    from bioloop import api
+
+    ctx = click.get_current_context()
+    cfg = api.load_config(config, overrides)
+    _refuse_other_tasks_flags(ctx, cfg.task, _POSE_ONLY if cfg.task == "segmentation" else _SEGMENTATION_ONLY)
+    if cfg.task != "segmentation":
+        if not input_path:
+            raise click.UsageError("--input is required: a video file or a folder of images")
+        path = api.predict(cfg, checkpoint=checkpoint, input=input_path, output=output_path, batch_size=batch_size,
+                           save_video=save_video, slp_output=slp, overwrite=overwrite, show_progress=not quiet)
+        click.echo(f"prediction written to {path}" + (f" and {slp}" if slp else ""))
+        return
     if devices and devices > 1 and "WORLD_SIZE" not in os.environ:
-        ctx = click.get_current_context()
         arguments = ["predict", str(config)]
         for param in ctx.command.params:
             value = ctx.params.get(param.name)
@@ -133,14 +156,20 @@ def predict(config, input_path, crops, output_path, roi, checkpoint, batch_size,
             else:
                 arguments += [flag, str(value)]
         sys.exit(_relaunch(arguments, devices))
-    from bioloop import api
-
-    path = api.predict(config, overrides, checkpoint=checkpoint, input=input_path, crops=crops, output=output_path,
-                       roi=roi, batch_size=batch_size, block_shape=_shape(block_shape), overlap=overlap, tta=tta,
-                       orthoplanes=orthoplanes, resume=not no_resume, overwrite=overwrite,
-                       show_progress=not quiet)
+    path = api.predict(cfg, checkpoint=checkpoint, input=input_path, crops=crops, output=output_path,
+                       roi=roi, batch_size=batch_size, block_shape=_shape(block_shape),
+                       overlap=0.25 if overlap is None else overlap, tta=tta, orthoplanes=orthoplanes,
+                       resume=not no_resume, overwrite=overwrite, show_progress=not quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"prediction written to {path}")
+
+
+def _refuse_other_tasks_flags(ctx, task: str, names) -> None:
+    """Options of another task are an error, not silently ignored."""
+    given = [ctx.command.params[[p.name for p in ctx.command.params].index(n)].opts[0] for n in names
+             if ctx.params.get(n) not in (None, False, ())]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} do not apply to the {task} task")
 
 
 def _relaunch(arguments, devices) -> int:
@@ -154,25 +183,36 @@ def _relaunch(arguments, devices) -> int:
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--prediction", required=True, help="Prediction written by `bioloop predict` or `bioloop process`.")
-@click.option("--truth", default=None, help="Ground-truth crop group (one label image per class).")
-@click.option("--crops", default=None, help="Datasplit CSV: score every validate crop (prediction/<crop>/<class>).")
+@click.option("--truth", default=None, help="Segmentation: ground-truth crop group (one label image per class). "
+              "Pose: a labels file (default: the config's labels_file).")
+@click.option("--crops", default=None, help="Segmentation: datasplit CSV; score every validate crop "
+              "(prediction/<crop>/<class>).")
 @click.option("--kind", type=click.Choice(["auto", "semantic", "instance"]), default="auto", show_default=True,
-              help="Score masks, instances, or decide from the prediction.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Probability threshold (default: config).")
+              help="Segmentation: score masks, instances, or decide from the prediction.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Segmentation: probability threshold "
+              "(default: config).")
 @click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="IoU above which a predicted instance matches a true one.")
-@click.option("--report", default=None, help="Also write the scores to this JSON file (and a CSV beside it).")
+              help="Segmentation: IoU above which a predicted instance matches a true one.")
+@click.option("--report", default=None, help="Also write the scores to this JSON file.")
 @_override
 @_quiet
 def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, report, overrides, quiet):
-    """Score a prediction against ground truth and print a table per class."""
+    """Score a prediction against ground truth and print a table (per class, or per keypoint)."""
     from bioloop import api
     from bioloop.errors import ConfigError
 
-    if not truth and not crops:
-        raise ConfigError.at("evaluate", "give --truth (a crop group) or --crops (a datasplit CSV)")
-    result = api.evaluate(config, overrides, prediction=prediction, truth=truth, crops=crops, kind=kind,
-                          threshold=threshold, iou_threshold=iou_threshold, report=report, show_progress=not quiet)
+    cfg = api.load_config(config, overrides)
+    if cfg.task != "segmentation":
+        ctx = click.get_current_context()
+        _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
+        if kind != "auto" or iou_threshold != 0.5:
+            raise click.UsageError(f"--kind and --iou-threshold do not apply to the {cfg.task} task")
+        result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report)
+    else:
+        if not truth and not crops:
+            raise ConfigError.at("evaluate", "give --truth (a crop group) or --crops (a datasplit CSV)")
+        result = api.evaluate(cfg, prediction=prediction, truth=truth, crops=crops, kind=kind, threshold=threshold,
+                              iou_threshold=iou_threshold, report=report, show_progress=not quiet)
     click.echo(result["table"])
     if report:
         click.echo(f"report written to {report}")
@@ -299,15 +339,24 @@ def init(template, dest):
 @cli.command()
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, help="Seed of the generator.")
-@click.option("--layout", type=click.Choice(["cellmap", "allen"]), default="cellmap", show_default=True,
-              help="cellmap: OME-NGFF EM volume with label crops; allen: image/_GT/_CM tif triplets.")
-def synthetic(dest, seed, layout):
-    """Write a synthetic dataset to DEST (EM volume with nuclei/mitochondria crops, or Allen-style tifs)."""
+@click.option("--layout", type=click.Choice(["cellmap", "allen", "pose"]), default="cellmap", show_default=True,
+              help="cellmap: OME-NGFF EM volume with label crops; allen: image/_GT/_CM tif triplets; pose: rendered "
+                   "animals with keypoints (labeled PNGs, CollectedData.csv, labels.slp, mp4 videos).")
+@click.option("--animals", type=click.IntRange(min=1), default=1, show_default=True, help="pose: animals per frame.")
+def synthetic(dest, seed, layout, animals):
+    """Write a synthetic dataset to DEST (EM volume with nuclei/mitochondria crops, Allen-style tifs, or pose)."""
     if layout == "allen":
         from bioloop.data.synthetic_allen import make_allen_dataset
 
         files = make_allen_dataset(dest, n=4, shape=(40, 128, 128), seed=seed)
         click.echo("\n".join("  ".join(str(f) for f in triplet if f) for triplet in files))
+        return
+    if layout == "pose":
+        from bioloop.data.synthetic_pose import make_pose_dataset
+
+        data = make_pose_dataset(dest, n_frames=100, n_videos=4, n_animals=animals, label_every=2, seed=seed)
+        click.echo(f"labels: {data.csv_path} and {data.slp_path} ({len(data.image_paths)} labeled frames)\n"
+                   f"videos: {Path(data.video_paths[0]).parent}")
         return
     from bioloop.data.synthetic import make_em_dataset
 
@@ -316,7 +365,7 @@ def synthetic(dest, seed, layout):
 
 
 @cli.command()
-@click.argument("task", type=click.Choice(["segmentation"]), default="segmentation")
+@click.argument("task", type=click.Choice(["segmentation", "pose"]), default="segmentation")
 @click.option("--output", default="demo_run", type=click.Path(file_okay=False), help="Folder for data and results.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the demo's epochs.")
 @_quiet

@@ -19,7 +19,8 @@ def _run(*args):
 
 def test_init_lists_every_segmentation_example():
     result = _run("init")
-    for name in ("segmentation_2d", "segmentation_3d", "segmentation_allen_unet_xy", "segmentation_s3"):
+    for name in ("segmentation_2d", "segmentation_3d", "segmentation_allen_unet_xy", "segmentation_s3", "pose_heatmap",
+                 "pose_regression", "pose_semisupervised"):
         assert name in result.output
 
 
@@ -55,3 +56,20 @@ def test_allen_example_trains_on_synthetic_tifs(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     bad = _run("train", "cfg.py", *TINY, "-s", "target_array_info={'shape': (8, 21, 21), 'scale': (290, 108, 108)}")
     assert bad.exit_code == 2 and "(36, 108, 108)" in bad.output and "(8, 20, 20)" in bad.output
+
+
+POSE_TINY = ["-s", "backbone='test_resnet'", "-s", "image_resize_dims={'height': 64, 'width': 80}",
+             "-s", "eval.predict_vids_after_training=False"]
+
+
+@pytest.mark.parametrize("name", ["pose_heatmap", "pose_regression", "pose_semisupervised"])
+def test_pose_examples_train_on_synthetic_data(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from bioloop.data.synthetic_pose import make_pose_dataset
+
+    make_pose_dataset(tmp_path / "data" / "pose", n_frames=8, n_videos=2)  # `bioloop synthetic data/pose --layout pose`
+    shutil.copy(EXAMPLES / f"{name}.py", tmp_path / "cfg.py")
+    semi = ["-s", "dali.context_train_batch_size=2"] if name == "pose_semisupervised" else []
+    result = _run("train", "cfg.py", *TINY, *POSE_TINY, *semi)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "logs" / name / "split.csv").exists()
