@@ -252,3 +252,19 @@ def test_head_init_deterministic_by_seed(models):
     init_heads(b, seed=8)
     assert not torch.equal(a.head_mf.layers[-1].weight, b.head_mf.layers[-1].weight)
     assert torch.equal(next(a.backbone.parameters()), next(b.backbone.parameters()))
+
+
+def test_mhcrnn_sequence_forward_equals_windowed_forward():
+    import torch
+
+    from bioloop.tasks.pose.models import build_lp_model
+
+    torch.manual_seed(0)
+    model = build_lp_model("heatmap_mhcrnn", "test_resnet", 3, downsample_factor=2).eval()
+    frames = torch.randn(7, 3, 32, 48)
+    windows = torch.stack([frames[t - 2:t + 3] for t in range(2, 5)])
+    with torch.no_grad():
+        seq, win = model.forward_sequence(frames), model(windows)
+    for key in ("heatmaps_sf", "heatmaps_mf"):
+        assert seq[key].shape == win[key].shape == (3, 3, 8, 12)
+        assert torch.allclose(seq[key], win[key], atol=1e-5)

@@ -215,9 +215,29 @@ class HeatmapMHCRNN(nn.Module):
         if t != self.frames:
             raise DataError.at("model input", f"heatmap_mhcrnn needs {self.frames} frames "
                                "t-2..t+2 per sample", got=t, fix="pass the context window")
-        size = heatmap_size(frames.shape[-2:], self.stride)
         feats = self.backbone(frames.flatten(0, 1))
-        feats = feats.reshape(b, t, *feats.shape[1:])
+        return self._heads(feats.reshape(b, t, *feats.shape[1:]), frames.shape[-2:])
+
+    def forward_sequence(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Heatmaps of the middle ``T - (frames - 1)`` frames of consecutive ``frames (T, C, H, W)``.
+
+        The backbone runs once per frame (not once per window position), which makes video
+        prediction about ``self.frames`` times cheaper than calling ``forward`` on windows.
+        """
+        _check_images(frames, 4, "(time, channels, height, width)")
+        t, c = frames.shape[0], self.frames // 2
+        if t < self.frames:
+            raise DataError.at("model input", f"forward_sequence needs at least {self.frames} frames",
+                               got=t, fix="pad the sequence by repeating its first and last frames")
+        feats = self.backbone(frames)
+        index = torch.arange(c, t - c, device=frames.device)[:, None] + \
+            torch.arange(-c, c + 1, device=frames.device)[None, :]
+        return self._heads(feats[index], frames.shape[-2:])
+
+    def _heads(self, feats: torch.Tensor, image_hw) -> dict[str, torch.Tensor]:
+        """Static and context heatmaps from window features (B, frames, C, h, w)."""
+        b, t = feats.shape[:2]
+        size = heatmap_size(image_hw, self.stride)
         mid = t // 2
         seq = self.reduce(feats.flatten(0, 1)).reshape(b, t, -1, *feats.shape[-2:])
         h_f = torch.zeros_like(seq[:, 0])
