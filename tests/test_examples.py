@@ -20,7 +20,7 @@ def _run(*args):
 def test_init_lists_every_segmentation_example():
     result = _run("init")
     for name in ("segmentation_2d", "segmentation_3d", "segmentation_allen_unet_xy", "segmentation_s3", "pose_heatmap",
-                 "pose_regression", "pose_semisupervised"):
+                 "pose_regression", "pose_semisupervised", "pose_topdown"):
         assert name in result.output
 
 
@@ -62,14 +62,30 @@ POSE_TINY = ["-s", "backbone='test_resnet'", "-s", "image_resize_dims={'height':
              "-s", "eval.predict_vids_after_training=False"]
 
 
-@pytest.mark.parametrize("name", ["pose_heatmap", "pose_regression", "pose_semisupervised"])
+TD_TINY = ["-s", "detector.variant='fasterrcnn_mobilenet_v3_large_320_fpn'", "-s", "detector.epochs=1",
+           "-s", "detector.batch_size=2", "-s", "detector.crop_size={'height': 64, 'width': 64}"]
+
+
+@pytest.mark.parametrize("name", ["pose_heatmap", "pose_regression", "pose_semisupervised", "pose_topdown"])
 def test_pose_examples_train_on_synthetic_data(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    import torch
+
     from bioloop.data.synthetic_pose import make_pose_dataset
 
-    make_pose_dataset(tmp_path / "data" / "pose", n_frames=8, n_videos=2)  # `bioloop synthetic data/pose --layout pose`
+    if name == "pose_topdown":  # `bioloop synthetic data/pose_multi --layout pose --animals 2`
+        make_pose_dataset(tmp_path / "data" / "pose_multi", n_frames=4, n_videos=2, n_animals=2, image_size=(96, 128))
+    else:  # `bioloop synthetic data/pose --layout pose`
+        make_pose_dataset(tmp_path / "data" / "pose", n_frames=8, n_videos=2)
     shutil.copy(EXAMPLES / f"{name}.py", tmp_path / "cfg.py")
-    semi = ["-s", "dali.context_train_batch_size=2"] if name == "pose_semisupervised" else []
-    result = _run("train", "cfg.py", *TINY, *POSE_TINY, *semi)
+    extra = {"pose_semisupervised": ["-s", "dali.context_train_batch_size=2"], "pose_topdown": TD_TINY}.get(name, [])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if name == "pose_topdown" else threads)  # small detector steps: fastest on one thread
+    try:
+        result = _run("train", "cfg.py", *TINY, *POSE_TINY, *extra)
+    finally:
+        torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "logs" / name / "split.csv").exists()
+    if name == "pose_topdown":
+        assert (tmp_path / "runs" / "checkpoints" / "detector" / "detector-001.pt").is_file()

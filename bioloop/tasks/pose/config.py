@@ -149,10 +149,12 @@ class DetectorSettings:
         """
         if not isinstance(values, dict) or not any(k in _DETECTOR_DLC_SECTIONS for k in values):
             return values
-        flat = {k: val for k, val in values.items() if k not in _DETECTOR_DLC_SECTIONS}
+        flat: dict = {}
         for section in _DETECTOR_DLC_SECTIONS:
             if section in values:
                 _unwrap_detector_dlc(section, values[section], flat)
+        # flat names win over nested ones (e.g. `-s detector.epochs=1` on a DLC-spelled section)
+        flat.update({k: val for k, val in values.items() if k not in _DETECTOR_DLC_SECTIONS})
         return flat
 
     def check(self) -> list[str]:

@@ -15,8 +15,39 @@ def _key(path: str, index) -> str:
     return f"{Path(path).parent.name}/{Path(path).name}" if path else str(index)
 
 
+def match_animals(pred, true) -> np.ndarray:
+    """Predictions (A_true, K, 2) for one frame's true animals ``true`` (A_true, K, 2).
+
+    Predicted animals ``pred`` (A_pred, K, 2) are assigned to true ones by the Hungarian algorithm
+    on the mean distance over the keypoints both have; a true animal left without a prediction
+    (fewer predictions, or none sharing a keypoint with it) gets NaN: its keypoints count as missed.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    out = np.full(true.shape, np.nan)
+    if not len(pred) or not len(true):
+        return out
+    dist = np.linalg.norm(true[:, None] - pred[None], axis=-1)  # (A_true, A_pred, K)
+    shared = np.isfinite(dist)
+    count = shared.sum(-1)
+    mean = np.where(shared, dist, 0.0).sum(-1) / np.maximum(count, 1)
+    cost = np.where(count > 0, mean, _NO_MATCH)
+    for r, c in zip(*linear_sum_assignment(cost)):
+        if count[r, c]:
+            out[r] = pred[c]
+    return out
+
+
+_NO_MATCH = 1e12  # cost of pairing animals without a shared keypoint (such pairs are dropped)
+
+
 def evaluate_pose(cfg, *, prediction, truth, report=None) -> dict:
-    """Mean pixel error, RMSE, PCK (and OKS mAP with eval.oks_sigmas) per keypoint, in frame pixels."""
+    """Mean pixel error, RMSE, PCK (and OKS mAP with eval.oks_sigmas) per keypoint, in frame pixels.
+
+    With several animals in the prediction or the labels, each labeled animal is scored against
+    the prediction ``match_animals`` pairs it with (unmatched: missed); ``"animals"`` counts them.
+    """
     from bioloop.tasks.pose.labels import read_labels
     from bioloop.tasks.pose.metrics import bbox_area, summarize
 
@@ -40,8 +71,14 @@ def evaluate_pose(cfg, *, prediction, truth, report=None) -> dict:
     if not rows_t:
         raise DataError.at(str(prediction), "no predicted frame matches a labeled frame of " + str(truth),
                            fix="predict the labeled images (or the video the labels come from)")
-    p = pred.keypoints[rows_p][:, 0][:, order]
-    t = true.keypoints[rows_t][:, 0]
+    if pred.num_animals == 1 and true.num_animals == 1:
+        p = pred.keypoints[rows_p][:, 0][:, order]
+        t = true.keypoints[rows_t][:, 0]
+    else:  # several animals: match them per frame, score each labeled animal
+        matched = [match_animals(pred.keypoints[j][:, order], true.keypoints[i]) for i, j in zip(rows_t, rows_p)]
+        p, t = np.concatenate(matched), true.keypoints[rows_t].reshape(-1, *true.keypoints.shape[2:])
+        keep = np.isfinite(t).all(-1).any(-1)  # animals absent from a frame are not scored
+        p, t = p[keep], t[keep]
     sigmas = cfg.eval.oks_sigmas
     kwargs = {}
     if sigmas is not None:
@@ -51,7 +88,7 @@ def evaluate_pose(cfg, *, prediction, truth, report=None) -> dict:
     for name in true.keypoint_names:
         lines.append(f"{name:<14}{scores[f'pixel_error/{name}']:>12.3f}{scores[f'rmse/{name}']:>10.3f}")
     lines.append(f"{'mean':<14}{scores['pixel_error/mean']:>12.3f}{scores['rmse/mean']:>10.3f}")
-    result = {"frames": len(rows_t), "scores": scores, "table": "\n".join(lines),
+    result = {"frames": len(rows_t), "animals": len(t), "scores": scores, "table": "\n".join(lines),
               "prediction": str(prediction), "truth": str(truth)}
     if report:
         path = Path(report)

@@ -166,7 +166,8 @@ def write_predictions_slp(path, keypoints, confidence, keypoint_names, *, video=
                           frame_indices=None, frame_shape=None, fps: float | None = None) -> Path:
     """Write predictions (N, K, 2) frame pixels with confidences (N, K) as a SLEAP .slp file.
 
-    One PredictedInstance per frame: point scores are the confidences, the instance score their
+    One PredictedInstance per frame, or with (N, A, K, 2) / (N, A, K) one per animal that is not
+    all NaN (top-down: per detection). Point scores are the confidences, the instance score their
     mean. The frames belong to ``video`` (a video file; frame ``frame_indices[i]``, default ``i``)
     or, for an image folder, to a SLEAP image-list video of ``image_paths``. ``frame_shape`` is
     (H, W) of the frames, ``fps`` their rate. ``labels.read_slp(path, include_predicted=True)`` reads it back.
@@ -193,9 +194,15 @@ def write_predictions_slp(path, keypoints, confidence, keypoint_names, *, video=
         frames = np.arange(n) if frame_indices is None else np.asarray(frame_indices, dtype=np.int64)
     labeled = []
     for t, xy, score in zip(frames, kp, conf):
-        mean = float(np.nanmean(score)) if np.isfinite(score).any() else 0.0
-        inst = sio.PredictedInstance.from_numpy(xy, skeleton=skeleton, point_scores=score, score=mean)
-        labeled.append(sio.LabeledFrame(video=source, frame_idx=int(t), instances=[inst]))
+        if xy.ndim == 2:
+            animals = [(xy, score)]
+        else:  # several animals: one instance per detected (not all-NaN) animal
+            animals = [(a, s) for a, s in zip(xy, score) if np.isfinite(a).any()]
+        instances = []
+        for a, s in animals:
+            mean = float(np.nanmean(s)) if np.isfinite(s).any() else 0.0
+            instances.append(sio.PredictedInstance.from_numpy(a, skeleton=skeleton, point_scores=s, score=mean))
+        labeled.append(sio.LabeledFrame(video=source, frame_idx=int(t), instances=instances))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     sio.save_slp(sio.Labels(labeled_frames=labeled, videos=[source], skeletons=[skeleton]), str(out),
@@ -208,15 +215,31 @@ def _check_free(path: Path, overwrite: bool, option: str) -> None:
         raise DataError.at(str(path), "output already exists", fix=f"choose another {option} or pass --overwrite")
 
 
+def _open_source(source: Path) -> tuple[list | None, int, tuple | None, float | None]:
+    """(image paths or None for a video, frame count, video frame (H, W), video fps)."""
+    if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
+        from bioloop.tasks.pose.video import VideoReader
+
+        with VideoReader(source) as reader:
+            return None, len(reader), reader.hw, reader.fps or None
+    if source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise DataError.at(str(source), "no images in this folder", fix=f"expected {', '.join(IMAGE_SUFFIXES)}")
+        return paths, len(paths), None, None
+    raise DataError.at(str(source), "expected a video file or a folder of images",
+                       fix=f"videos: {', '.join(VIDEO_SUFFIXES)}")
+
+
 def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, save_video=None, overwrite=False,
                  device=None, show_progress=True, slp_output=None) -> Path:
     """Predict ``input`` (a video file or an image folder) into the CSV ``output``; returns its path.
 
     ``slp_output`` also writes the predictions as a SLEAP .slp file; ``save_video`` (default
-    ``eval.save_vids_after_training``) an overlay mp4 next to the CSV (videos only).
+    ``eval.save_vids_after_training``) an overlay mp4 next to the CSV (videos only). Top-down
+    configs (``method = "td"``) detect the animals first and write every one (``_predict_topdown``).
     """
     from bioloop.tasks.pose.data import unresize_keypoints
-    from bioloop.tasks.pose.labels import write_dlc_csv
 
     source, out = Path(input), Path(output)
     _check_free(out, overwrite, "--output")
@@ -228,42 +251,67 @@ def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, sa
     context = CONTEXT if is_context_model(model, extras) else 0
     batch_size = batch_size or (cfg.dali.context_predict_sequence_length if context
                                 else cfg.dali.base_predict_sequence_length)
-    if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
-        from bioloop.tasks.pose.video import VideoReader
-
-        with VideoReader(source) as reader:
-            total, frame_hw, fps = len(reader), reader.hw, reader.fps or None
-        batches = _video_batches(source, batch_size, dims, context, frame_hw)
-        paths = None
-    elif source.is_dir():
-        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise DataError.at(str(source), "no images in this folder", fix=f"expected {', '.join(IMAGE_SUFFIXES)}")
-        total, frame_hw, fps = len(paths), None, None
-        batches = _image_batches(paths, batch_size, dims, context)
-    else:
-        raise DataError.at(str(source), "expected a video file or a folder of images",
-                           fix=f"videos: {', '.join(VIDEO_SUFFIXES)}")
+    paths, total, frame_hw, fps = _open_source(source)
     device = device or next(model.parameters()).device
     model.eval()
-    keypoints, confidence, sizes_all = [], [], []
-    bar = tqdm(total=total, desc="predict", unit="frame", disable=not progress_enabled(not show_progress))
-    with torch.inference_mode():
-        for _, sizes, tensor in prefetch(_prepared(batches), depth=2):
-            out_maps = model(tensor.to(device, non_blocking=True))
-            xy, conf = task.decode(model, combine_context_heatmaps(out_maps) if context else out_maps)
-            for p, hw in zip(xy.cpu().numpy(), sizes):
-                keypoints.append(unresize_keypoints(p, hw, dims))
-            confidence.append(conf.cpu().numpy())
-            sizes_all.extend(sizes)
-            bar.update(len(sizes))
-    bar.close()
-    kp, conf = np.stack(keypoints), np.concatenate(confidence)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if paths is not None:
-        write_dlc_csv(out, kp, likelihood=conf, keypoint_names=names, image_paths=[str(p) for p in paths])
+    if getattr(cfg, "method", "bu") == "td":
+        kp, conf, sizes_all = _predict_topdown(cfg, model, task, source, paths, total, batch_size, device,
+                                               len(names), show_progress)
     else:
-        write_dlc_csv(out, kp, likelihood=conf, keypoint_names=names, frame_indices=np.arange(len(kp)))
+        if paths is None:
+            batches = _video_batches(source, batch_size, dims, context, frame_hw)
+        else:
+            batches = _image_batches(paths, batch_size, dims, context)
+        keypoints, confidence, sizes_all = [], [], []
+        bar = tqdm(total=total, desc="predict", unit="frame", disable=not progress_enabled(not show_progress))
+        with torch.inference_mode():
+            for _, sizes, tensor in prefetch(_prepared(batches), depth=2):
+                out_maps = model(tensor.to(device, non_blocking=True))
+                xy, c = task.decode(model, combine_context_heatmaps(out_maps) if context else out_maps)
+                for p, hw in zip(xy.cpu().numpy(), sizes):
+                    keypoints.append(unresize_keypoints(p, hw, dims))
+                confidence.append(c.cpu().numpy())
+                sizes_all.extend(sizes)
+                bar.update(len(sizes))
+        bar.close()
+        kp, conf = np.stack(keypoints), np.concatenate(confidence)
+    _write_outputs(cfg, source, out, slp, kp, conf, names, paths, sizes_all, frame_hw, fps, save_video,
+                   show_progress)
+    return out
+
+
+def _predict_topdown(cfg, model, task, source, paths, total, batch_size, device, num_keypoints,
+                     show_progress) -> tuple[np.ndarray, np.ndarray, list]:
+    """(N, A, K, 2) keypoints, (N, A, K) confidences (NaN past a frame's animals), frame sizes."""
+    from bioloop.tasks.pose.td_task import load_config_detector, pack_animals, predict_frames
+
+    detector = load_config_detector(cfg, device)
+    if paths is None:
+        from bioloop.tasks.pose.video import iter_batches
+
+        batches = ((index, list(frames)) for index, frames in iter_batches(source, batch_size))
+    else:
+        batches = ((np.arange(i, i + batch_size), [_read_image(p) for p in paths[i:i + batch_size]])
+                   for i in range(0, len(paths), batch_size))
+    found, sizes = [], []
+    bar = tqdm(total=total, desc="predict", unit="frame", disable=not progress_enabled(not show_progress))
+    for _, frames in prefetch(batches, depth=2):
+        found.extend(predict_frames(cfg, detector, model, task, frames, device, num_keypoints))
+        sizes.extend(f.shape[:2] for f in frames)
+        bar.update(len(frames))
+    bar.close()
+    kp, conf = pack_animals(found, num_keypoints, cfg.detector.max_animals)
+    return kp, conf, sizes
+
+
+def _write_outputs(cfg, source, out, slp, kp, conf, names, paths, sizes_all, frame_hw, fps, save_video,
+                   show_progress) -> None:
+    """The CSV (one or several animals), the optional .slp and the optional overlay video."""
+    from bioloop.tasks.pose.labels import write_dlc_csv
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = {"image_paths": [str(p) for p in paths]} if paths is not None else {"frame_indices": np.arange(len(kp))}
+    write_dlc_csv(out, kp, likelihood=conf, keypoint_names=names, **rows)
     if slp is not None:
         same = len(set(map(tuple, sizes_all))) == 1
         write_predictions_slp(slp, kp, conf, names, video=None if paths else source, image_paths=paths,
@@ -272,7 +320,8 @@ def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, sa
     if want_video and paths is None:
         from bioloop.tasks.pose.overlay import write_overlay_video
 
-        write_overlay_video(source, kp, conf, out.with_suffix(".labeled.mp4"), colormap=cfg.eval.colormap,
+        multi = kp.ndim == 4  # every animal drawn: (T, A * K, 2)
+        write_overlay_video(source, kp.reshape(len(kp), -1, 2), conf.reshape(len(kp), -1),
+                            out.with_suffix(".labeled.mp4"), colormap=cfg.eval.colormap,
                             confidence_thresh=cfg.eval.confidence_thresh_for_vid, show_progress=show_progress,
-                            names=names)
-    return out
+                            names=None if multi else names)

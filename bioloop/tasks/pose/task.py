@@ -4,7 +4,8 @@ Supervised heatmap, regression and temporal-context (heatmap_mhcrnn) models with
 refinement; unsupervised losses on unlabeled video clips (``semi.py``); grouped splits written
 to the run folder; augmentation; a frozen-then-unfrozen backbone with its own learning rate;
 metrics in frame pixels shared with ``bioloop evaluate``; prediction on image folders and videos
-to DLC-style CSV (+ .slp, overlay mp4).
+to DLC-style CSV (+ .slp, overlay mp4). ``method = "td"`` (top-down: detector + crops) is wired
+through ``td_task.py``.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ class PoseTask:
         write_split(Path(cfg.run_dir) / "split.csv", split, labels)
         augmentation = build_augmentation(cfg.imgaug, labels.keypoint_names, _where(cfg, "imgaug"),
                                           flip_pairs=cfg.flip_pairs)
+        if cfg.method == "td":  # the pose model sees one animal's crop per item
+            from bioloop.tasks.pose.td_task import crop_datasets
+
+            return crop_datasets(cfg, labels, split, augmentation)
         context = {"context": 2} if cfg.model_type == "heatmap_mhcrnn" else {}
         dims = self._dims(cfg)
         train = PoseFrames(labels, split["train"], image_resize_dims=dims, augmentation=augmentation, **context)
@@ -223,6 +228,13 @@ class PoseTask:
 
         loss, out = self._supervised(model, batch, cfg)
         pred, _ = self.decode(model, out)
+        if cfg.method == "td":  # crop pixels -> frame pixels through each item's box
+            from bioloop.tasks.pose.td_task import crop_hw, crops_to_frame
+
+            boxes, hw = batch["box"].cpu().numpy(), crop_hw(cfg)
+            return {"pred": crops_to_frame(pred.float().cpu().numpy(), boxes, hw),
+                    "true": crops_to_frame(batch["keypoints"].float().cpu().numpy(), boxes, hw),
+                    "loss": float(loss), "n": int(len(pred))}
         size = tuple(batch["image"].shape[-2:])
         frames_pred, frames_true = [], []
         for p, t, hw in zip(pred.cpu().numpy(), batch["keypoints"].cpu().numpy(), batch["orig_hw"].cpu().numpy()):
@@ -272,19 +284,27 @@ class PoseTask:
     def checkpoint_extras(self, cfg) -> dict[str, Any]:
         names = list(cfg.keypoint_names) if cfg.keypoint_names else list(load_labels(cfg).keypoint_names)
         return {"keypoint_names": names, "image_resize_dims": [cfg.image_resize_dims.height, cfg.image_resize_dims.width],
-                "model_type": cfg.model_type, "downsample_factor": cfg.downsample_factor}
+                "model_type": cfg.model_type, "downsample_factor": cfg.downsample_factor, "method": cfg.method}
 
     # ------------------------------------------------------------ predict / evaluate
     def after_training(self, cfg, result, *, quiet: bool = False) -> dict[str, Any]:
         """``eval.predict_vids_after_training``: predict every video of ``eval.test_videos_directory``
         with the best checkpoint into ``<run_dir>/video_preds/`` (+ overlay mp4s with
-        ``eval.save_vids_after_training``)."""
+        ``eval.save_vids_after_training``). Top-down configs first train (or resume, or skip when
+        finished) the detector into ``<checkpoint folder>/detector/``: ``{"detector_checkpoint": path}``."""
         from bioloop.api import load_trained_model
         from bioloop.tasks.pose.semi import VIDEO_SUFFIXES
 
+        done: dict[str, Any] = {}
+        if cfg.method == "td":
+            from bioloop.tasks.pose.td_task import train_config_detector
+
+            labels = load_labels(cfg)
+            path = train_config_detector(cfg, labels, self._split(cfg, labels), quiet=quiet)
+            done["detector_checkpoint"] = str(path)
         folder = cfg.eval.test_videos_directory
         if not cfg.eval.predict_vids_after_training or not folder:
-            return {}
+            return done
         folder = Path(folder)
         if not folder.is_dir():
             raise ConfigError.at(_where(cfg, "eval.test_videos_directory"), "not a folder", got=str(folder),
@@ -297,7 +317,7 @@ class PoseTask:
                                     save_video=cfg.eval.save_vids_after_training, overwrite=True,
                                     show_progress=not quiet))
                    for v in videos]
-        return {"video_predictions": written}
+        return {**done, "video_predictions": written}
 
     def predict(self, cfg, model, *, extras, **options):
         from bioloop.tasks.pose.predict import predict_pose
