@@ -66,7 +66,14 @@ def mhcrnn():
         seen.append(frames.clone())
         return forward(frames)
 
+    sequence = model.forward_sequence
+
+    def record_sequence(frames):  # videos: consecutive frames; record the windows they stand for
+        seen.append(torch.stack([frames[i:i + 5] for i in range(len(frames) - 4)]))
+        return sequence(frames)
+
     model.forward = record
+    model.forward_sequence = record_sequence
     model.seen = seen
     return model
 
@@ -200,3 +207,20 @@ def test_write_predictions_slp_with_frame_indices(tmp_path):
     assert [lf.frame_idx for lf in labels.labeled_frames] == [3, 7]
     np.testing.assert_array_equal(labels.labeled_frames[1].instances[0].numpy(), kp[1])
     assert labels.labeled_frames[1].instances[0].score == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 16])
+def test_video_sequences_hold_the_same_windows_as_context_batches(tmp_path, batch_size):
+    from bioloop.data.synthetic_pose import make_pose_dataset
+    from bioloop.tasks.pose.predict import _video_batches, _video_sequences
+
+    data = make_pose_dataset(tmp_path / "d", n_frames=9, n_videos=1, image_size=(32, 40))
+    hw = (32, 40)
+    windows = np.concatenate([w for _, _, w in _video_batches(data.video_paths[0], 4, None, 2, hw)])
+    centres, rebuilt = [], []
+    for index, sizes, seq in _video_sequences(data.video_paths[0], batch_size, None, 2, hw):
+        assert len(seq) == len(index) + 4 and len(sizes) == len(index) <= batch_size
+        centres.extend(index)
+        rebuilt.extend(seq[i:i + 5] for i in range(len(index)))
+    assert centres == list(range(9))
+    assert np.array_equal(np.stack(rebuilt), windows)

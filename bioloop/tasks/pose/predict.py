@@ -155,6 +155,34 @@ def _video_batches(path, batch_size: int, dims, context: int, hw) -> Iterator[tu
         yield index, [tuple(hw)] * len(index), frames
 
 
+def _video_sequences(path, batch_size: int, dims, context: int, hw) -> Iterator[tuple[np.ndarray, list, np.ndarray]]:
+    """Consecutive frames for ``forward_sequence``: ``(centre indices (B,), sizes, frames (B + 2c, H, W, 3))``.
+
+    Frames ``t0 - c .. t1 - 1 + c`` of the batch's centres ``t0 .. t1 - 1``, first and last frames
+    repeated at the edges (the same windows as ``iter_context_batches``); each frame is decoded once.
+    """
+    from bioloop.tasks.pose.video import iter_batches
+
+    history, pending, start = None, None, 0
+    for _, frames in iter_batches(path, batch_size, resize_hw=dims):
+        if history is None:
+            history, pending = np.repeat(frames[:1], context, axis=0), frames[:0]
+        pending = np.concatenate([pending, frames])
+        while len(pending) - context >= batch_size:  # enough look-ahead for a full batch
+            yield np.arange(start, start + batch_size), [tuple(hw)] * batch_size, \
+                np.concatenate([history, pending[:batch_size + context]])
+            history = np.concatenate([history, pending[:batch_size]])[len(history) + batch_size - context:]
+            pending, start = pending[batch_size:], start + batch_size
+    if pending is None:
+        return
+    pending = np.concatenate([pending, np.repeat(pending[-1:], context, axis=0)])
+    while len(pending) > context:
+        n = min(batch_size, len(pending) - context)
+        yield np.arange(start, start + n), [tuple(hw)] * n, np.concatenate([history, pending[:n + context]])
+        history = np.concatenate([history, pending[:n]])[len(history) + n - context:]
+        pending, start = pending[n:], start + n
+
+
 def _prepared(batches) -> Iterator[tuple[np.ndarray, list, torch.Tensor]]:
     from bioloop.tasks.pose.data import normalize_frames
 
@@ -258,7 +286,11 @@ def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, sa
         kp, conf, sizes_all = _predict_topdown(cfg, model, task, source, paths, total, batch_size, device,
                                                len(names), show_progress)
     else:
-        if paths is None:
+        core = getattr(model, "module", model)
+        sequence = paths is None and context and hasattr(core, "forward_sequence")
+        if sequence:  # the backbone runs once per frame, not once per window position
+            batches = _video_sequences(source, batch_size, dims, context, frame_hw)
+        elif paths is None:
             batches = _video_batches(source, batch_size, dims, context, frame_hw)
         else:
             batches = _image_batches(paths, batch_size, dims, context)
@@ -266,7 +298,8 @@ def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, sa
         bar = tqdm(total=total, desc="predict", unit="frame", disable=not progress_enabled(not show_progress))
         with torch.inference_mode():
             for _, sizes, tensor in prefetch(_prepared(batches), depth=2):
-                out_maps = model(tensor.to(device, non_blocking=True))
+                tensor = tensor.to(device, non_blocking=True)
+                out_maps = core.forward_sequence(tensor) if sequence else model(tensor)
                 xy, c = task.decode(model, combine_context_heatmaps(out_maps) if context else out_maps)
                 for p, hw in zip(xy.cpu().numpy(), sizes):
                     keypoints.append(unresize_keypoints(p, hw, dims))
