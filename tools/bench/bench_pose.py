@@ -36,6 +36,7 @@ from bioloop.tasks.pose.heatmaps import make_heatmaps  # noqa: E402
 from bioloop.tasks.pose.models import build_lp_model  # noqa: E402
 from bioloop.tasks.pose.predict import predict_pose  # noqa: E402
 from bioloop.tasks.pose.task import TASK  # noqa: E402
+from _timing import model_only  # noqa: E402
 
 HW = (128, 160)
 
@@ -47,15 +48,6 @@ def _settings(batch: int):
                                                 context_predict_sequence_length=batch),
                            eval=SimpleNamespace(save_vids_after_training=False, colormap="cool",
                                                 confidence_thresh_for_vid=0.9))
-
-
-def _model_only(model, x, repeats: int) -> float:
-    """Frames/s of forward passes on a batch already in memory."""
-    with torch.inference_mode():
-        start = time.perf_counter()
-        for _ in range(repeats):
-            model(x)
-    return repeats * x.shape[0] / (time.perf_counter() - start)
 
 
 def video_inference(tmp: Path, frames: int, batch: int, repeats: int, rounds: int) -> None:
@@ -76,7 +68,7 @@ def video_inference(tmp: Path, frames: int, batch: int, repeats: int, rounds: in
         return out
 
     cfg = _settings(batch)
-    model_only, pipeline, busy = [_model_only(model, x, repeats)], [], []
+    bare, pipeline, busy = [model_only(model, x, repeats)], [], []
     for r in range(rounds):
         calls.clear()
         model.forward = timed
@@ -87,11 +79,11 @@ def video_inference(tmp: Path, frames: int, batch: int, repeats: int, rounds: in
         model.forward = forward
         pipeline.append(frames / seconds)
         busy.append(sum(calls) / seconds)
-        model_only.append(_model_only(model, x, repeats))
-    ratios = [p / max(a, b) for p, a, b in zip(pipeline, model_only, model_only[1:])]
+        bare.append(model_only(model, x, repeats))
+    ratios = [p / max(a, b) for p, a, b in zip(pipeline, bare, bare[1:])]
     print(f"resnet18 heatmap model, {HW[0]}x{HW[1]} input, batch {batch}; {len(calls)} forward batches per "
           "pipeline run")
-    print("model-only frames/s: " + ", ".join(f"{v:.1f}" for v in model_only))
+    print("model-only frames/s: " + ", ".join(f"{v:.1f}" for v in bare))
     print("pipeline frames/s:   " + ", ".join(f"{v:.1f}" for v in pipeline))
     print("ratio per round:     " + ", ".join(f"{v:.3f}" for v in ratios))
     print("share of pipeline wall time spent in forward: " + ", ".join(f"{v:.3f}" for v in busy))

@@ -40,6 +40,7 @@ import torch  # noqa: E402
 from bioloop.data.ngff import write_volume  # noqa: E402
 from bioloop.models import build_model  # noqa: E402
 from bioloop.tasks.segmentation import predict as P  # noqa: E402
+from _timing import model_only  # noqa: E402
 
 SCALE = (8.0, 8.0, 8.0)
 
@@ -57,15 +58,6 @@ def _volume(path: Path, shape, seed=0) -> str:
     data = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
     write_volume(path, data, scale=SCALE, chunks=(64, 64, 64), overwrite=True)
     return str(path)
-
-
-def _model_only(model, x, repeats: int) -> float:
-    """Tiles/s of forward passes on a batch already in memory."""
-    with torch.inference_mode():
-        start = time.perf_counter()
-        for _ in range(repeats):
-            model(x)
-    return repeats * x.shape[0] / (time.perf_counter() - start)
 
 
 def throughput(tmp: Path, patch: int, batch: int, shape, block, repeats: int, rounds: int) -> None:
@@ -86,7 +78,7 @@ def throughput(tmp: Path, patch: int, batch: int, shape, block, repeats: int, ro
 
     model.forward = timed
     single = int(np.prod([len(P.axis_starts(n, patch, round(patch * 0.75))) for n in shape]))
-    model_only, pipeline, busy = [_model_only(model, x, repeats)], [], []
+    bare, pipeline, busy = [model_only(model, x, repeats)], [], []
     for _ in range(rounds):
         calls.clear()
         start = time.perf_counter()
@@ -97,12 +89,12 @@ def throughput(tmp: Path, patch: int, batch: int, shape, block, repeats: int, ro
         pipeline.append(single / seconds)  # useful tiles/s: tiles a whole-volume tiling needs, so any
         # tile computed twice (at block borders) counts against the pipeline
         busy.append(sum(s for _, s in calls) / seconds)
-        model_only.append(_model_only(model, x, repeats))
+        bare.append(model_only(model, x, repeats))
     # each pipeline run against the faster of the model-only runs around it: a conservative ratio
-    ratios = [p / max(a, b) for p, a, b in zip(pipeline, model_only, model_only[1:])]
+    ratios = [p / max(a, b) for p, a, b in zip(pipeline, bare, bare[1:])]
     print(f"3d_unet, {patch}^3 patches, batch {batch}; volume {shape}, blocks {block}: {batches} forward "
           f"batches ({tiles} tiles) per pipeline run; one whole-volume tiling would need {single} tiles")
-    print("model-only tiles/s: " + ", ".join(f"{v:.3f}" for v in model_only))
+    print("model-only tiles/s: " + ", ".join(f"{v:.3f}" for v in bare))
     print("pipeline useful tiles/s: " + ", ".join(f"{v:.3f}" for v in pipeline))
     print("ratio per round:    " + ", ".join(f"{v:.3f}" for v in ratios))
     print("share of pipeline wall time spent in forward: " + ", ".join(f"{v:.3f}" for v in busy))

@@ -10,12 +10,12 @@ outside the image become NaN (missing). Every draw is seeded from the caller's n
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 
 from bioloop.config.structure import did_you_mean
+from bioloop.data.albu import albumentations, as_keypoint_pipeline, keypoint_compose
 from bioloop.errors import ConfigError
 
 __all__ = ["PIPELINES", "PoseAugmentation", "build_augmentation", "infer_flip_pairs",
@@ -23,13 +23,6 @@ __all__ = ["PIPELINES", "PoseAugmentation", "build_augmentation", "infer_flip_pa
 
 PIPELINES = ("default", "dlc", "dlc-lr", "dlc-top-down")
 _SIDES = (("left", "right"), ("Left", "Right"), ("LEFT", "RIGHT"), ("l", "r"), ("L", "R"))
-
-
-def _albumentations():
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    import albumentations as A
-
-    return A
 
 
 def infer_flip_pairs(names) -> list[tuple[str, str]]:
@@ -181,8 +174,8 @@ def _flip_index(names, flip_pairs, where) -> np.ndarray:
 def _dlc(max_angle: float):
     import cv2
 
-    A = _albumentations()
-    return _compose([
+    A = albumentations()
+    return keypoint_compose([
         A.Affine(rotate=(-max_angle, max_angle), scale=(0.8, 1.2), border_mode=cv2.BORDER_CONSTANT,
                  fill=0, p=0.8),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
@@ -191,21 +184,11 @@ def _dlc(max_angle: float):
     ])
 
 
-def _compose(transforms):
-    A = _albumentations()
-    return A.Compose(transforms, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
-
-
 def _wrap_user(spec, where):
-    """Re-wrap a user's transform(s) with our keypoint settings (xy, keep the invisible ones)."""
-    A = _albumentations()
-    from albumentations.core.composition import BaseCompose
-    from albumentations.core.transforms_interface import BasicTransform
-
-    if isinstance(spec, A.Compose):
-        return _compose(list(spec.transforms))
-    if isinstance(spec, (BaseCompose, BasicTransform)):
-        return _compose([spec])
+    """Re-wrap a user's transform(s) with our keypoint settings (xy, keep points that leave the image)."""
+    pipeline = as_keypoint_pipeline(spec)
+    if pipeline is not None:
+        return pipeline
     raise ConfigError.at(where, "the augmentation must be a pipeline name or an albumentations "
                          "transform", got=type(spec).__name__,
                          fix=f"use one of {', '.join(PIPELINES)} or A.Compose([...])")

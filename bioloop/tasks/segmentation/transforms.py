@@ -11,7 +11,6 @@ user value transforms (``apply_value_transform``); the ``Normalizer`` checkpoint
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -346,9 +345,9 @@ class AlbumentationsAdapter:
     """
 
     def __init__(self, pipeline, allow_resize: bool = False):
-        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-        import albumentations as A
+        from bioloop.data.albu import albumentations
 
+        A = albumentations()
         if not isinstance(pipeline, A.BaseCompose):
             pipeline = A.Compose([pipeline])
         self.pipeline = pipeline

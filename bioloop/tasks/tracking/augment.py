@@ -12,13 +12,13 @@ random draw comes from the caller's numpy rng.
 from __future__ import annotations
 
 import inspect
-import os
 import warnings
 from typing import Any
 
 import numpy as np
 
 from bioloop.config.structure import did_you_mean
+from bioloop.data.albu import albumentations, as_keypoint_pipeline, keypoint_compose
 from bioloop.errors import ConfigError
 
 __all__ = ["ClipAugmentation", "InstanceDropout", "NodeDropout", "build_clip_augmentation"]
@@ -28,16 +28,9 @@ _OURS = ("NodeDropout", "InstanceDropout")
 _ABSTRACT = {"BasicTransform", "DualTransform", "ImageOnlyTransform", "Transform3D", "NoOp"}
 
 
-def _albumentations():
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    import albumentations as A
-
-    return A
-
-
 def albumentations_names() -> list[str]:
     """Names of the albumentations transform classes a config may use."""
-    A = _albumentations()
+    A = albumentations()
     from albumentations.core.transforms_interface import BasicTransform
 
     names = []
@@ -161,7 +154,7 @@ def build_clip_augmentation(spec: Any, where: str = DEFAULT_WHERE) -> ClipAugmen
                                  got=name, fix="keys must be albumentations class names (exact case), "
                                  "NodeDropout or InstanceDropout")
         transforms.append(_make_transform(name, params, f"{where}.{name}"))
-    return ClipAugmentation(_compose(transforms) if transforms else None, node, instance)
+    return ClipAugmentation(keypoint_compose(transforms) if transforms else None, node, instance)
 
 
 def _check_keys(params: dict, allowed, where: str) -> None:
@@ -172,7 +165,7 @@ def _check_keys(params: dict, allowed, where: str) -> None:
 
 
 def _make_transform(name: str, params, where: str):
-    A = _albumentations()
+    A = albumentations()
     if not isinstance(params, dict):
         raise ConfigError.at(where, "parameters must be a dict of keyword arguments", got=params,
                              fix=f"e.g. {{'{name}': {{'p': 0.5}}}}")
@@ -190,21 +183,11 @@ def _make_transform(name: str, params, where: str):
                              fix=f"see the documentation of albumentations.{name}") from None
 
 
-def _compose(transforms):
-    A = _albumentations()
-    return A.Compose(transforms, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
-
-
 def _wrap_user(spec, where):
     """Re-wrap a user's transform(s) with our keypoint settings (xy, keep points that leave the image)."""
-    A = _albumentations()
-    from albumentations.core.composition import BaseCompose
-    from albumentations.core.transforms_interface import BasicTransform
-
-    if isinstance(spec, A.Compose):
-        return _compose(list(spec.transforms))
-    if isinstance(spec, (BaseCompose, BasicTransform)):
-        return _compose([spec])
+    pipeline = as_keypoint_pipeline(spec)
+    if pipeline is not None:
+        return pipeline
     raise ConfigError.at(where, "augmentations must be a dict {ClassName: params} or an albumentations "
                          "transform", got=type(spec).__name__,
                          fix="e.g. {'Rotate': {'limit': 45, 'p': 0.3}, 'NodeDropout': {'p': 0.1, 'n': 1}}")
