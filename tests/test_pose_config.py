@@ -72,3 +72,10 @@ def test_deeplabcut_keys_we_do_not_map_are_reported_not_dropped():
                                                  "train_settings": {"batch_sise": 2}}, where="dlc.py")
     text = "\n".join(problems)
     assert "runner.gpus" in text and "runner.snapshots.save_epoch" in text and "train_settings.batch_sise" in text
+
+
+def test_an_int_train_frames_stays_a_count():
+    cfg, problems = _problems({"train_frames": 50})
+    assert problems == [] and cfg.train_frames == 50 and isinstance(cfg.train_frames, int)
+    cfg, _ = _problems({"train_frames": 0.5})
+    assert cfg.train_frames == 0.5

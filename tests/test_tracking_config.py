@@ -81,3 +81,14 @@ def test_cross_checks():
                                                              "n_chunks": 2.5}}}
     text = "\n".join(structure_section(TrackingConfig, bad, where="gtr.py")[1])
     assert "1 videos for 2 slp_files" in text and "n_chunks: a float is a fraction" in text
+
+
+def test_command_line_overrides_win_over_the_reference_sections(tmp_path):
+    from bioloop import api
+
+    path = tmp_path / "gtr.py"
+    path.write_text("task = 'tracking'\nmodel = {'d_model': 64, 'nhead': 4}\ntrainer = {'max_epochs': 50}\n"
+                    "dataset = {'train_dataset': {'slp_files': ['a.slp'], 'n_chunks': 2}}\n")
+    cfg = api.load_config(path, ["epochs=1", "gtr.d_model=16"])
+    assert (cfg.epochs, cfg.gtr.d_model, cfg.gtr.nhead) == (1, 16, 4)
+    assert cfg.dataset.train_dataset.n_chunks == 2 and isinstance(cfg.dataset.train_dataset.n_chunks, int)

@@ -235,6 +235,9 @@ def build_config(settings: dict[str, Any], *, where: str, base: Path, overrides:
         if text.split("=", 1)[0].strip() == "task" and "=" in text:
             task_name = _literal(text.split("=", 1)[1])
     schema = get_task_config(task_name, where=where)
+    unwrap = getattr(schema, "unwrap_settings", None)
+    if callable(unwrap):  # another tool's spelling first, so -s overrides land on the names they use
+        settings = unwrap(settings)
     problems = apply_overrides(schema, settings, overrides)
     if source is not None:
         source = attrs.evolve(source, given=tuple(settings))

@@ -113,6 +113,8 @@ def _make_converter() -> cattrs.Converter:
             if _NoneType in members:
                 return None
             raise _Invalid(f"expected {type_name(tp)}, got None")
+        # the member naming the value's own type first: 50 for ``float | int`` stays the int 50
+        members = sorted(members, key=lambda m: m is not type(value))
         for member in members:
             if member is _NoneType:
                 continue
