@@ -33,23 +33,25 @@ imgaug = "dlc-lr"
 
 # --- model ----------------------------------------------------------------------------
 model_type = "heatmap"
-backbone = "resnet18"  # any timm model name, or torchvision resnet18..152
+backbone = "mobilenetv3_large_075"  # any timm model name, or torchvision resnet18..152
 pretrained = False  # or a local weights file; nothing is downloaded
 unfreezing_epoch = 0  # a pretrained backbone usually stays frozen for the first epochs
 backbone_lr_factor = 1.0
 downsample_factor = 2  # heatmaps are 4x smaller than the input
 heatmap_sigma = 1.5  # Gaussian target width in heatmap pixels
-heatmap_loss_type = "mse"  # or kl, js
-locref = True  # DeepLabCut location-refinement offsets
+# kl/js train softmax heatmaps; from scratch (nothing pretrained) they learn far faster than mse,
+# whose peak-1 targets first pull every map to zero.
+heatmap_loss_type = "kl"  # or mse (Lightning Pose's default), js
+locref = False  # True adds DeepLabCut location-refinement offsets
 rng_seed_model_pt = 0  # head initialisation
 
 # --- optimisation ---------------------------------------------------------------------
-learning_rate = 1e-3
+learning_rate = 4e-3
 batch_size = 8
-epochs = 30
-iterations_per_epoch = 40
-optimizer = {"type": "AdamW", "params": {"weight_decay": 1e-4}}
-scheduler = {"type": "MultiStepLR", "params": {"milestones": [20, 26], "gamma": 0.3}}
+epochs = 20
+iterations_per_epoch = 20
+optimizer = {"type": "Adam"}  # plain Adam: RAdam (the default) damps its first few hundred steps
+scheduler = {"type": "CosineAnnealingLR", "params": {"T_max": 20, "eta_min": 1e-4}}
 
 # --- validation, checkpoints, logs, after training ------------------------------------
 key_metric = "pixel_error/mean"  # mean Euclidean error in frame pixels (rmse/mean is the true RMSE)

@@ -242,7 +242,9 @@ class PoseConfig(TrainingConfig):
     unfreezing_epoch: int = setting(20, "the backbone stays frozen before this epoch", validator=v.at_least(0))
     backbone_lr_factor: float = setting(1.0, "backbone learning rate = learning_rate * this, once unfrozen",
                                         validator=v.greater_than(0))
-    heatmap_loss_type: Literal["mse", "kl", "js"] = setting("mse", "heatmap loss")
+    heatmap_loss_type: Literal["mse", "kl", "js"] = setting(
+        "mse", "heatmap loss; mse (Lightning Pose's default) is slow to start without pretrained weights, kl/js "
+        "learn much faster from scratch")
     heatmap_sigma: float = setting(1.25, "Gaussian target width in heatmap pixels", validator=v.greater_than(0))
     heatmap_target: Literal["gaussian", "plateau"] = setting("gaussian", "heatmap target shape")
     locref: bool = setting(False, "add DeepLabCut location-refinement offset maps")
