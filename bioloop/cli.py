@@ -97,16 +97,20 @@ def _shape(text):
 
 _SEGMENTATION_ONLY = ("crops", "roi", "block_shape", "overlap", "tta", "orthoplanes", "no_resume", "devices")
 _POSE_ONLY = ("slp", "save_video")
+_TRACKING_ONLY = ("video", "detections", "fmt")
+_OTHER_TASKS_FLAGS = {"segmentation": _POSE_ONLY + _TRACKING_ONLY, "pose": _SEGMENTATION_ONLY + _TRACKING_ONLY,
+                      "tracking": _SEGMENTATION_ONLY + _POSE_ONLY}
 
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--input", "input_path", default=None, help="Segmentation: raw volume (OME-NGFF group/array, zarr array "
-              "or tif; local or s3://). Pose: a video file or a folder of images.")
+              "or tif; local or s3://). Pose: a video file or a folder of images. Tracking: detections to track "
+              "(.slp, CTC folder, MOT txt, TrackMate CSV, or a video with --detections).")
 @click.option("--crops", default=None, help="Segmentation, instead of --input: predict every validate crop of this "
               "datasplit CSV.")
 @click.option("--output", "output_path", required=True, help="Segmentation: output OME-NGFF zarr folder (local). "
-              "Pose: the DLC-style CSV to write.")
+              "Pose: the DLC-style CSV to write. Tracking: the .slp, CTC result folder or MOT txt to write.")
 @click.option("--roi", default=None, help="Segmentation: world region in nm 'z0:z1,y0:y1,x0:x1' (default: all).")
 @click.option("--checkpoint", default=None, help="Checkpoint file (default: the run's best, else its latest).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles (segmentation) or frames (pose) "
@@ -122,18 +126,30 @@ _POSE_ONLY = ("slp", "save_video")
 @click.option("--slp", default=None, help="Pose: also write the predictions as a SLEAP .slp file.")
 @click.option("--save-video/--no-save-video", "save_video", default=None,
               help="Pose, videos: also write an mp4 with keypoint overlays [default: eval.save_vids_after_training].")
+@click.option("--video", default=None, help="Tracking: the video (or image folder) of a .slp or MOT input.")
+@click.option("--detections", default=None, help="Tracking: a .slp of detections when --input is a video.")
+@click.option("--format", "fmt", type=click.Choice(["slp", "ctc", "mot"]), default=None,
+              help="Tracking: output format [default: the input's; MOT for TrackMate].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @_override
 @_quiet
 def predict(config, input_path, crops, output_path, roi, checkpoint, batch_size, block_shape, overlap, tta,
-            orthoplanes, no_resume, devices, slp, save_video, overwrite, overrides, quiet):
+            orthoplanes, no_resume, devices, slp, save_video, video, detections, fmt, overwrite, overrides, quiet):
     """Predict with a trained model: volumes blockwise and resumable (segmentation), videos and image
-    folders to DLC-style CSV, .slp and overlay videos (pose)."""
+    folders to DLC-style CSV, .slp and overlay videos (pose), tracks of detections (tracking)."""
     from bioloop import api
 
     ctx = click.get_current_context()
     cfg = api.load_config(config, overrides)
-    _refuse_other_tasks_flags(ctx, cfg.task, _POSE_ONLY if cfg.task == "segmentation" else _SEGMENTATION_ONLY)
+    _refuse_other_tasks_flags(ctx, cfg.task, _OTHER_TASKS_FLAGS[cfg.task])
+    if cfg.task == "tracking":
+        if not input_path:
+            raise click.UsageError("--input is required: detections to track (.slp, CTC folder, MOT txt, ...)")
+        path = api.predict(cfg, checkpoint=checkpoint, input=input_path, output=output_path, batch_size=batch_size,
+                           video=video, detections=detections, format=fmt, overwrite=overwrite,
+                           show_progress=not quiet)
+        click.echo(f"tracks written to {path}")
+        return
     if cfg.task != "segmentation":
         if not input_path:
             raise click.UsageError("--input is required: a video file or a folder of images")
@@ -184,7 +200,8 @@ def _relaunch(arguments, devices) -> int:
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--prediction", required=True, help="Prediction written by `bioloop predict` or `bioloop process`.")
 @click.option("--truth", default=None, help="Segmentation: ground-truth crop group (one label image per class). "
-              "Pose: a labels file (default: the config's labels_file).")
+              "Pose: a labels file (default: the config's labels_file). Tracking: tracked ground truth (.slp, "
+              "CTC folder, MOT txt, TrackMate CSV).")
 @click.option("--crops", default=None, help="Segmentation: datasplit CSV; score every validate crop "
               "(prediction/<crop>/<class>).")
 @click.option("--kind", type=click.Choice(["auto", "semantic", "instance"]), default="auto", show_default=True,
@@ -193,17 +210,30 @@ def _relaunch(arguments, devices) -> int:
               "(default: config).")
 @click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Segmentation: IoU above which a predicted instance matches a true one.")
+@click.option("--match", type=click.Choice(["iou", "centroid"]), default=None,
+              help="Tracking: match instances by box IoU [default] or centroid distance.")
+@click.option("--match-threshold", type=click.FloatRange(min=0), default=None,
+              help="Tracking: least IoU [default: 0.5], or most pixels apart with --match centroid (required).")
 @click.option("--report", default=None, help="Also write the scores to this JSON file.")
 @_override
 @_quiet
-def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, report, overrides, quiet):
+def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, report,
+             overrides, quiet):
     """Score a prediction against ground truth and print a table (per class, or per keypoint)."""
     from bioloop import api
     from bioloop.errors import ConfigError
 
     cfg = api.load_config(config, overrides)
-    if cfg.task != "segmentation":
-        ctx = click.get_current_context()
+    ctx = click.get_current_context()
+    if cfg.task != "tracking":
+        _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold"))
+    if cfg.task == "tracking":
+        _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
+        if kind != "auto" or iou_threshold != 0.5:
+            raise click.UsageError("--kind and --iou-threshold do not apply to the tracking task (use --match-threshold)")
+        result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report, match=match,
+                              match_threshold=match_threshold)
+    elif cfg.task != "segmentation":
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
             raise click.UsageError(f"--kind and --iou-threshold do not apply to the {cfg.task} task")
@@ -216,6 +246,23 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, r
     click.echo(result["table"])
     if report:
         click.echo(f"report written to {report}")
+
+
+@cli.command("view-batch")
+@click.argument("config", type=click.Path(dir_okay=False))
+@_override
+def view_batch(config, overrides):
+    """Tracking: render a training clip's crops with their track ids to <run folder>/view_batch.png and TensorBoard."""
+    from bioloop import api
+    from bioloop.errors import ConfigError
+    from bioloop.tasks import get_task
+
+    cfg = api.load_config(config, overrides)
+    task = get_task(cfg.task)
+    if not hasattr(task, "view_batch"):
+        raise ConfigError.at(f"{config}: task", f"view-batch does not apply to the {cfg.task} task", got=cfg.task,
+                             fix="use it with task = 'tracking'")
+    click.echo(f"wrote {task.view_batch(cfg)}")
 
 
 @cli.command()
@@ -339,10 +386,13 @@ def init(template, dest):
 @cli.command()
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, help="Seed of the generator.")
-@click.option("--layout", type=click.Choice(["cellmap", "allen", "pose"]), default="cellmap", show_default=True,
+@click.option("--layout", type=click.Choice(["cellmap", "allen", "pose", "tracking"]), default="cellmap",
+              show_default=True,
               help="cellmap: OME-NGFF EM volume with label crops; allen: image/_GT/_CM tif triplets; pose: rendered "
-                   "animals with keypoints (labeled PNGs, CollectedData.csv, labels.slp, mp4 videos).")
-@click.option("--animals", type=click.IntRange(min=1), default=1, show_default=True, help="pose: animals per frame.")
+                   "animals with keypoints (labeled PNGs, CollectedData.csv, labels.slp, mp4 videos); tracking: "
+                   "moving objects with ground-truth ids (tracking.slp + mp4, a CTC folder, MOTChallenge txt).")
+@click.option("--animals", type=click.IntRange(min=1), default=None,
+              help="pose: animals per frame [default: 1]; tracking: objects [default: 5].")
 def synthetic(dest, seed, layout, animals):
     """Write a synthetic dataset to DEST (EM volume with nuclei/mitochondria crops, Allen-style tifs, or pose)."""
     if layout == "allen":
@@ -351,10 +401,17 @@ def synthetic(dest, seed, layout, animals):
         files = make_allen_dataset(dest, n=4, shape=(40, 128, 128), seed=seed)
         click.echo("\n".join("  ".join(str(f) for f in triplet if f) for triplet in files))
         return
+    if layout == "tracking":
+        from bioloop.data.synthetic_tracking import make_tracking_dataset
+
+        data = make_tracking_dataset(dest, n_frames=200, n_objects=animals or 5, seed=seed)
+        click.echo(f"SLEAP: {data.slp_path} + {data.video_path}\nCTC:   {data.ctc_root} (01, 01_GT/TRA)\n"
+                   f"MOT:   {data.mot_txt}")
+        return
     if layout == "pose":
         from bioloop.data.synthetic_pose import make_pose_dataset
 
-        data = make_pose_dataset(dest, n_frames=100, n_videos=4, n_animals=animals, label_every=2, seed=seed)
+        data = make_pose_dataset(dest, n_frames=100, n_videos=4, n_animals=animals or 1, label_every=2, seed=seed)
         click.echo(f"labels: {data.csv_path} and {data.slp_path} ({len(data.image_paths)} labeled frames)\n"
                    f"videos: {Path(data.video_paths[0]).parent}")
         return

@@ -99,7 +99,15 @@ def test_unknown_name_without_a_close_match_suggests_a_private_name(write_config
 def test_unknown_and_planned_tasks(write_config):
     assert "unknown task (did you mean 'segmentation'?) (got 'segmentaton')" in str(
         _problems(write_config, "task = 'segmentaton'\n")[0])
-    assert "task 'tracking' is not available in this version" in _problems(write_config, "task = 'tracking'\n")[0]
+    assert "dataset: needs a train_dataset" in str(_problems(write_config, "task = 'tracking'\n"))  # registered
+
+
+def test_planned_task_is_reported_as_unavailable(monkeypatch):
+    from bioloop import tasks
+
+    monkeypatch.setattr(tasks, "PLANNED", ("imaginary",))
+    with pytest.raises(ConfigError, match="task 'imaginary' is not available in this version"):
+        tasks.get_task("imaginary")
 
 
 def test_config_that_raises_shows_the_users_traceback(write_config):

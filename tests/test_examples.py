@@ -20,7 +20,7 @@ def _run(*args):
 def test_init_lists_every_segmentation_example():
     result = _run("init")
     for name in ("segmentation_2d", "segmentation_3d", "segmentation_allen_unet_xy", "segmentation_s3", "pose_heatmap",
-                 "pose_regression", "pose_semisupervised", "pose_topdown"):
+                 "pose_regression", "pose_semisupervised", "pose_topdown", "tracking_sleap", "tracking_microscopy_ctc"):
         assert name in result.output
 
 
@@ -89,3 +89,30 @@ def test_pose_examples_train_on_synthetic_data(name, tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "logs" / name / "split.csv").exists()
     if name == "pose_topdown":
         assert (tmp_path / "runs" / "checkpoints" / "detector" / "detector-001.pt").is_file()
+
+
+TRACKING_TINY = """
+# tiny test settings (the GTR `trainer` and `model` sections take precedence over -s)
+trainer = {"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1}
+model = {**model, "d_model": 16, "nhead": 2,
+         "encoder_cfg": {**model["encoder_cfg"], "model_name": "test_resnet", "backend": "timm"}}
+"""
+
+
+@pytest.mark.parametrize("name", ["tracking_sleap", "tracking_microscopy_ctc"])
+def test_tracking_examples_train_on_synthetic_data(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import torch
+
+    from bioloop.data.synthetic_tracking import make_tracking_dataset
+
+    make_tracking_dataset(tmp_path / "data" / "tracking", n_frames=40)  # `bioloop synthetic data/tracking --layout tracking`
+    (tmp_path / "cfg.py").write_text((EXAMPLES / f"{name}.py").read_text() + TRACKING_TINY)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = _run("train", "cfg.py", "-q", "-s", "batch_size=1")
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    assert "best num_switches" in result.output

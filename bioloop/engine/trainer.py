@@ -113,6 +113,10 @@ class Trainer:
             self.say(f"nothing to do: the run already completed {p.epoch}/{cfg.epochs} epochs")
         with StopRequest() as self.stop:
             try:
+                before = getattr(self.task, "before_training", None)  # e.g. render a batch first
+                if callable(before) and p.iteration == 0 and p.epoch < cfg.epochs \
+                        and before(cfg, self.train_set, self.logger, self.say) is False:
+                    return self._finish()
                 while p.epoch < cfg.epochs:
                     self._train_epoch(p.epoch)
                     p.epoch += 1

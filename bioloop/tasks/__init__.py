@@ -14,9 +14,10 @@ from bioloop.errors import ConfigError
 TASKS = {
     "segmentation": "bioloop.tasks.segmentation.task:TASK",
     "pose": "bioloop.tasks.pose.task:TASK",
+    "tracking": "bioloop.tasks.tracking.task:TASK",
 }
 # tasks the config contract knows but this version does not ship yet
-PLANNED = ("tracking",)
+PLANNED: tuple[str, ...] = ()
 
 _loaded: dict = {}
 

@@ -18,6 +18,9 @@ Optional hooks the engine uses when a task (or its dataset) defines them:
 - ``task.before_optimizer_step(model, epoch, cfg)``: after backward, before clipping and the
   step (e.g. drop a frozen backbone's gradients; DDP-safe, unlike toggling requires_grad).
 - ``task.process(cfg, **options)``: ``bioloop process``.
+- ``task.before_training(cfg, train_set, logger, say) -> bool``: every rank, after set-up and before
+  the first batch of a fresh run (``logger`` is the run's RunLogger, a no-op off rank 0; ``say``
+  prints a message); False ends the run there (e.g. tracking's ``view_batch.no_train``).
 - ``task.after_training(cfg, result, quiet) -> dict``: on the main process once training ends
   (e.g. predict test videos with the best checkpoint); its dict is merged into train()'s result.
 """
