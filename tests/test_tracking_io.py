@@ -340,3 +340,20 @@ def test_write_ctc_parents_link_daughters_to_the_mother(tmp_path):
     assert check_ctc(tmp_path) == []
     seq, _ = read_ctc(tmp_path)
     assert pickle.loads(pickle.dumps(seq)).read_labels(3)[4, 4] == 3
+
+
+def test_read_ctc_takes_raw_frames_and_the_track_table_from_elsewhere(ds, tmp_path):
+    import shutil
+
+    labels = tmp_path / "masks"
+    shutil.copytree(ds.ctc_tra_dir, labels)
+    table_file = tmp_path / "tables" / "gt.txt"
+    table_file.parent.mkdir()
+    (labels / "man_track.txt").rename(table_file)
+    frames = tmp_path / "frames"
+    shutil.copytree(ds.ctc_raw_dir, frames)
+    seq, table = read_ctc(labels, raw=frames, track_file=table_file)
+    np.testing.assert_array_equal(table, ds.ctc_table)
+    assert seq.read_frame(3).shape == (*ds.image_size, 1)
+    with pytest.raises(DataError):
+        read_ctc(labels)  # without gt_list the table is missing

@@ -137,3 +137,12 @@ def test_perfect_scores_track_crossing_objects_without_switches(tmp_path, data):
     scores = mot_metrics(gt.frames, pred.frames, ["num_switches", "mota"], match="iou")
     assert data.crossing_pair == (0, 1)
     assert scores == {"num_switches": 0.0, "mota": 1.0}
+
+
+def test_gt_list_applies_to_ctc_data_only():
+    from bioloop.errors import ConfigError
+    from bioloop.tasks.tracking.task import read_labels_file
+
+    with pytest.raises(ConfigError, match=r"cfg.py: dataset.train_dataset: gt_list is the track table of Cell "
+                                          r"Tracking Challenge data"):
+        read_labels_file("a.slp", None, where="cfg.py: dataset.train_dataset", gt_list="gt.txt")

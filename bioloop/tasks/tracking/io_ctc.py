@@ -67,6 +67,9 @@ def _locate(folder: str, sequence: str | None, gt: bool, where: str):
     elif (p / "man_track.txt").is_file() or (p / "res_track.txt").is_file():
         gt = (p / "man_track.txt").is_file()
         seq, root, labels = p.name, None, p
+    elif numbered_files(str(p), (".tif", ".tiff"), "man_track") or numbered_files(str(p), (".tif", ".tiff"), "mask"):
+        gt = bool(numbered_files(str(p), (".tif", ".tiff"), "man_track"))  # masks whose table lives elsewhere
+        seq, root, labels = p.name, None, p
     else:
         if sequence is None and numbered_files(str(p), (".tif", ".tiff"), "t"):
             seq, root = p.name, p.parent  # the raw folder itself
@@ -129,7 +132,7 @@ class _LabelFrames:
         return np.zeros(self.shape, np.uint16)
 
 
-def read_ctc(folder, *, gt: bool = True, sequence: str | None = None,
+def read_ctc(folder, *, gt: bool = True, sequence: str | None = None, raw=None, track_file=None,
              where: str | None = None) -> tuple[TrackSequence, np.ndarray]:
     """A CTC sequence and its track table (``read_ctc_tracks``: rows L B E P).
 
@@ -137,10 +140,17 @@ def read_ctc(folder, *, gt: bool = True, sequence: str | None = None,
     raw folder ``01``, the ground-truth folder ``01_GT`` or ``01_GT/TRA``, or a result folder
     ``01_RES``; a label folder decides ``gt`` by itself. Every label image is read once here to
     build the instances (``instances_from_labels``); frames and labels are read lazily afterwards.
+    ``raw`` (a folder of ``tNNN.tif``) and ``track_file`` (the L B E P table, the reference's
+    ``gt_list``) override the places the layout implies.
     """
     folder = os.fspath(folder)
     where = where or folder
+    raw_override = raw
     raw, labels_dir, track, prefix, seq = _locate(folder, sequence, gt, where)
+    if raw_override is not None:
+        raw = Path(raw_override)
+    if track_file is not None:
+        track = Path(track_file)
     files = numbered_files(str(labels_dir), (".tif", ".tiff"), prefix)
     if not files:
         raise DataError.at(str(labels_dir), f"no {prefix}NNN.tif label images", fix="check the folder")

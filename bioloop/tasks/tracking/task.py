@@ -41,15 +41,21 @@ def detect_format(labels: str) -> str:
     return "unknown"
 
 
-def read_labels_file(labels: str, video: str | None, fmt: str = "auto", *, where: str) -> list[TrackSequence]:
-    """The sequences of one labels file (or CTC folder) with its frames (``video``: video/image folder)."""
+def read_labels_file(labels: str, video: str | None, fmt: str = "auto", *, where: str,
+                     gt_list: str | None = None) -> list[TrackSequence]:
+    """The sequences of one labels file (or CTC folder) with its frames (``video``: video/image folder;
+    for CTC the raw ``tNNN.tif`` folder when it is not where the layout puts it). ``gt_list``: the CTC
+    track table when it is not beside the masks."""
     from bioloop.tasks.tracking import io
 
     fmt = detect_format(labels) if fmt == "auto" else fmt
+    if gt_list is not None and fmt != "ctc":
+        raise ConfigError.at(where, "gt_list is the track table of Cell Tracking Challenge data", got=gt_list,
+                             fix="remove gt_list, or point tracks at a CTC folder")
     if fmt == "slp":
         return io.read_slp(labels, video, where=where)
     if fmt == "ctc":
-        return [io.read_ctc(labels, where=where)[0]]
+        return [io.read_ctc(labels, raw=video, track_file=gt_list, where=where)[0]]
     if fmt == "mot":
         return [io.read_mot(labels, video, where=where)]
     if fmt == "trackmate":
@@ -84,7 +90,8 @@ def load_sequences(settings, where: str, base: Path) -> list[TrackSequence]:
         raise ConfigError.at(where, "names no data", fix="set slp_files (+ video_files), tracks (+ videos) or dir")
     out = []
     for labels, video in pairs:
-        out += read_labels_file(labels, video, settings.source_format, where=f"{where} ({labels})")
+        out += read_labels_file(labels, video, settings.source_format, where=f"{where} ({labels})",
+                                gt_list=settings.gt_list)
     return out
 
 
