@@ -146,3 +146,14 @@ def test_gt_list_applies_to_ctc_data_only():
     with pytest.raises(ConfigError, match=r"cfg.py: dataset.train_dataset: gt_list is the track table of Cell "
                                           r"Tracking Challenge data"):
         read_labels_file("a.slp", None, where="cfg.py: dataset.train_dataset", gt_list="gt.txt")
+
+
+def test_train_split_metrics_are_logged(tmp_path, data):
+    import csv
+
+    cfg = _config(tmp_path, data, "runner = {'metrics': {'train': ['num_switches', 'mota'], 'val': []}}\n"
+                                  "logger = {'log_every_n_steps': 1}")
+    api.train(cfg, quiet=True)
+    with open(tmp_path / "runs" / "logs" / "metrics.csv") as f:
+        tags = {row["tag"]: float(row["value"]) for row in csv.DictReader(f)}
+    assert "train/num_switches" in tags and "train/mota" in tags and tags["train/num_switches"] >= 0

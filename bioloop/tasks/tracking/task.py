@@ -283,7 +283,41 @@ class TrackingTask:
         losses, _ = self._clip_losses(model, batch, loss_fn)
         if not losses:
             return {"loss": sum(p.sum() * 0.0 for p in self._core(model).parameters())}
-        return {"loss": torch.stack(losses).mean()}
+        out = {"loss": torch.stack(losses).mean()}
+        if cfg.runner.metrics.train:  # logged as train/<metric>, averaged over the logging window
+            out.update(self._train_metrics(model, batch, cfg))
+        return out
+
+    def _train_metrics(self, model, batch, cfg) -> dict[str, torch.Tensor]:
+        """``runner.metrics.train`` on this batch's clips: each clip tracked on its own (no gradients)."""
+        from bioloop.tasks.tracking.metrics import mot_metrics
+
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                clips = self._tracked_clips(model, batch, lambda sequence: build_tracker(cfg, False))
+        finally:
+            model.train(was_training)
+        if not clips:
+            return {}
+        gts, preds = merge_clips(clips, persistent=False)
+        scores = mot_metrics(gts, preds, list(cfg.runner.metrics.train), match="iou", threshold=0.5,
+                             where=_where(cfg, "runner.metrics.train"))
+        return {k: torch.tensor(float(v)) for k, v in scores.items() if np.isscalar(v)}
+
+    def _tracked_clips(self, model, batch, tracker_for) -> list[dict]:
+        """Per clip with instances: its GT frames and the same frames with the tracker's ids."""
+        from bioloop.tasks.tracking.data import split_batch
+
+        clips = []
+        for clip in split_batch(batch):
+            if len(clip["ids"]):
+                gt = clip_instances(clip)
+                ids = self.track_clip(model, clip, tracker_for(clip["sequence"]))
+                pred = [Instances(g.frame, g.points, g.boxes, k) for g, k in zip(gt, ids)]
+                clips.append({"sequence": clip["sequence"], "start": clip["start"], "gt": gt, "pred": pred})
+        return clips
 
     def track_clip(self, model, clip: dict, tracker) -> list[np.ndarray]:
         """Predicted ids of one clip's instances, per frame (frames with instances, in order)."""
@@ -304,17 +338,8 @@ class TrackingTask:
         return self._val_state[1]
 
     def validation_step(self, model, batch, loss_fn, cfg) -> dict[str, Any]:
-        from bioloop.tasks.tracking.data import split_batch
-
         losses, _ = self._clip_losses(model, batch, loss_fn)
-        clips = []
-        for clip in split_batch(batch):
-            if not len(clip["ids"]):
-                continue
-            gt = clip_instances(clip)
-            ids = self.track_clip(model, clip, self._tracker_for(cfg, clip["sequence"]))
-            pred = [Instances(g.frame, g.points, g.boxes, k) for g, k in zip(gt, ids)]
-            clips.append({"sequence": clip["sequence"], "start": clip["start"], "gt": gt, "pred": pred})
+        clips = self._tracked_clips(model, batch, lambda sequence: self._tracker_for(cfg, sequence))
         return {"loss": float(sum(float(x) for x in losses)), "n": len(losses), "clips": clips}
 
     def reduce_validation(self, parts, cfg) -> dict[str, float]:
