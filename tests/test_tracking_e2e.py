@@ -51,7 +51,7 @@ model_save_path = "runs/ckpt/{{model_name}}_{{epoch}}.pth"
 def test_training_writes_a_checkpoint(run):
     _, _, result = run
     assert result["epochs_completed"] == 2 and result["optimizer_steps"] == 2
-    assert os.path.isfile(os.path.join(result["checkpoint_dir"], "2d_unet_2.pth"))
+    assert os.path.isfile(os.path.join(result["checkpoint_dir"], "gtr_2.pth"))
 
 
 def test_predict_slp_reads_back_with_every_instance_tracked(run, tmp_path):

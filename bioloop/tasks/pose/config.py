@@ -212,6 +212,7 @@ def _unwrap_detector_dlc(prefix: str, value: Any, flat: dict) -> None:
 class PoseConfig(TrainingConfig):
     """Keypoint estimation in images and videos (Lightning Pose and DeepLabCut 3 features)."""
 
+    model_name: str = setting("pose", "names the run's checkpoint files (the model is model_type + backbone)")
     # data
     data_dir: str = setting(".", "folder holding the labels file and labeled images", path=True)
     labels_file: str = setting("CollectedData.csv", "DLC/LP CSV, DLC .h5 or SLEAP .slp, relative to data_dir")

@@ -342,6 +342,7 @@ def unwrap_gtr(values):
 class TrackingConfig(TrainingConfig):
     """Multi-object tracking with a global tracking transformer (GTR/DREEM)."""
 
+    model_name: str = setting("gtr", "names the run's checkpoint files (the model is the gtr section)")
     gtr: GTRSettings = setting(factory=GTRSettings, doc="the transformer (the reference's `model` section)")
     loss: LossSettings = setting(factory=LossSettings, doc="association loss")
     tracker: TrackerSettings = setting(factory=TrackerSettings, doc="linking at inference")
