@@ -411,7 +411,8 @@ def synthetic(dest, seed, layout, animals):
     if layout == "pose":
         from bioloop.data.synthetic_pose import make_pose_dataset
 
-        data = make_pose_dataset(dest, n_frames=100, n_videos=4, n_animals=animals or 1, label_every=2, seed=seed)
+        # many short videos: scene variety teaches a model far more than frame count
+        data = make_pose_dataset(dest, n_frames=16, n_videos=20, n_animals=animals or 1, label_every=2, seed=seed)
         click.echo(f"labels: {data.csv_path} and {data.slp_path} ({len(data.image_paths)} labeled frames)\n"
                    f"videos: {Path(data.video_paths[0]).parent}")
         return

@@ -67,4 +67,4 @@ def test_synthetic_pose_layout(tmp_path):
     assert result.exit_code == 0, result.output
     header = pd.read_csv(tmp_path / "p" / "CollectedData.csv", header=[0, 1, 2, 3], index_col=0).columns
     assert set(header.get_level_values(1)) == {"animal0", "animal1"}
-    assert len(list((tmp_path / "p" / "videos").glob("*.mp4"))) == 4
+    assert len(list((tmp_path / "p" / "videos").glob("*.mp4"))) == 20
