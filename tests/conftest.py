@@ -63,3 +63,14 @@ def seg_config(em_data, tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models and detector steps run fastest on one torch thread and never oversubscribe a busy CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -150,15 +150,6 @@ def labels(tmp_path_factory):
     return read_labels(ds.csv_path)
 
 
-@pytest.fixture
-def one_thread():
-    """Small detector steps run fastest on one thread (and do not fight other test processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _settings(**kw):
     return DetectorSettings(variant=SMALL, batch_size=2, learning_rate=1e-4, **kw)
 

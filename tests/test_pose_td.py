@@ -15,15 +15,6 @@ NAN = np.nan
 SMALL = "ssdlite320_mobilenet_v3_large"
 
 
-@pytest.fixture
-def one_thread():
-    """Small detector steps run fastest on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory):
     from bioloop.data.synthetic_pose import make_pose_dataset

@@ -6,24 +6,17 @@ import json
 import os
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from bioloop.cli import cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def _run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,13 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from bioloop import api
 from bioloop.tasks.tracking import io
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

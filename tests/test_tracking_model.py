@@ -11,18 +11,11 @@ from bioloop.tasks.tracking.embedding import Embedding
 from bioloop.tasks.tracking.loss import AssociationLoss
 from bioloop.tasks.tracking.model import GlobalTrackingTransformer, VisualEncoder
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(encoder_cfg={"model_name": "test_resnet"}, d_model=16, nhead=2,
             num_encoder_layers=1, num_decoder_layers=1, dropout=0.0, dropout_attn_head=0.0)
 META = {"pos": {"mode": "fixed"}, "temp": {"mode": "learned"}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription slowdowns on busy CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _window(n_frames=3, per_frame=2, seed=0, chans=3):

@@ -6,26 +6,19 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from bioloop import api
 from bioloop.errors import ConfigError
 from bioloop.tasks import get_task
 from bioloop.tasks.tracking.types import Instances
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 MODEL = {"d_model": 16, "nhead": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dropout": 0.0,
          "dropout_attn_head": 0.0, "num_layers_attn_head": 1,
          "encoder_cfg": {"model_name": "test_resnet", "backend": "timm", "in_chans": 3}}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: one thread is fastest and never oversubscribed
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
