@@ -4,6 +4,8 @@ import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("BIOLOOP_PROGRESS", "0")
+# OpenMP threads spin while waiting: on a busy 2-core box, 2 torch threads run tiny ops 10-50x slower
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ class TrackerSettings:
     use_vis_feats: bool = setting(True, "use the visual features; False associates by position and time only")
     overlap_thresh: float = setting(0.01, "trajectory score an assignment needs; below it a new track starts",
                                     validator=v.at_least(0))
-    mult_thresh: bool = setting(True, "scale overlap_thresh by the query's best trajectory score")
+    mult_thresh: bool = setting(True, "scale overlap_thresh by the track's number of references in the window")
     decay_time: float | None = setting(None, "weight older frames by decay_time ** age (0 < decay_time <= 1)",
                                        validator=v.between(0, 1))
     iou: Literal["mult", "max", ""] | None = setting(None, "reweight trajectory scores by box IoU: 'mult' or 'max'")
