@@ -12,6 +12,7 @@ from bioloop.config.structure import structure_section
 from bioloop.errors import CheckpointError, ConfigError
 from bioloop.tasks.pose import detector as det
 from bioloop.tasks.pose.config import DetectorSettings, PoseConfig
+from tests.fakes import FixedDetector
 
 SMALL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 NAN = np.nan
@@ -75,29 +76,16 @@ def test_pretrained_file_loads_strictly(tmp_path):
         det.build_detector(SMALL, str(tmp_path / "missing.pt"))
 
 
-class _FixedDetector(torch.nn.Module):
-    """Returns the given torchvision-style outputs (pixel-edge boxes)."""
-
-    def __init__(self, outputs):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.outputs = outputs
-
-    def forward(self, images):
-        assert all(im.dtype == torch.float32 and im.max() <= 1 for im in images)
-        return [self.outputs[i] for i in range(len(images))]
-
-
 def test_detect_filters_sorts_and_converts_to_pixel_centres():
     out = {"boxes": torch.tensor([[10.5, 20.5, 30.5, 40.5], [0.5, 0.5, 5.5, 5.5], [1.0, 1, 2, 2], [3.0, 3, 9, 9]]),
            "scores": torch.tensor([0.6, 0.9, 0.2, 0.8]), "labels": torch.tensor([1, 1, 1, 0])}
     frames = [np.zeros((48, 64, 3), np.uint8)] * 2
-    result = det.detect(_FixedDetector([out, out]), frames, score_threshold=0.5, max_animals=None, batch_size=2)
+    result = det.detect(FixedDetector([out, out]), frames, score_threshold=0.5, max_animals=None, batch_size=2)
     assert len(result) == 2
     boxes, scores = result[0]
     np.testing.assert_allclose(boxes, [[0, 0, 5, 5], [10, 20, 30, 40]])
     np.testing.assert_allclose(scores, [0.9, 0.6])
-    boxes, scores = det.detect(_FixedDetector([out]), frames[:1], score_threshold=0.5, max_animals=1)[0]
+    boxes, scores = det.detect(FixedDetector([out]), frames[:1], score_threshold=0.5, max_animals=1)[0]
     np.testing.assert_allclose(boxes, [[0, 0, 5, 5]])
 
 

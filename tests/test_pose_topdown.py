@@ -8,6 +8,7 @@ import torch
 
 from bioloop.tasks.pose.data import IMAGENET_MEAN, IMAGENET_STD
 from bioloop.tasks.pose.topdown import PoseCrops, crop_image, crop_transform, predict_topdown
+from tests.fakes import FixedDetector
 
 
 def test_crop_transform_golden_square():
@@ -108,16 +109,6 @@ def test_pose_crops_training_draws_are_seeded_and_augment_the_crop(dataset):
     np.testing.assert_allclose(back[ok], labels.keypoints[0, crops.items[0][1]][ok], atol=1e-4)
 
 
-class _FixedDetector(torch.nn.Module):
-    def __init__(self, outputs):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.outputs = outputs
-
-    def forward(self, images):
-        return [self.outputs[i] for i in range(len(images))]
-
-
 class _FixedPose(torch.nn.Module):
     """Puts keypoint 0 at the crop centre and keypoint 1 on the crop's top-left corner."""
 
@@ -141,7 +132,7 @@ def test_predict_topdown_maps_crop_predictions_to_frame_pixels():
                {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}]
     pose = _FixedPose(crop_hw)
     frames = [np.zeros((48, 64, 3), np.uint8), np.zeros((48, 64, 3), np.uint8)]
-    result = predict_topdown(_FixedDetector(outputs), pose, lambda out: (out["kp"], out["conf"]), frames, crop_hw,
+    result = predict_topdown(FixedDetector(outputs), pose, lambda out: (out["kp"], out["conf"]), frames, crop_hw,
                              score_threshold=0.5)
     assert pose.batches == [(2, 3, 32, 64)]  # both crops in one batch
     kp, conf, boxes, scores = result[0]
@@ -153,6 +144,6 @@ def test_predict_topdown_maps_crop_predictions_to_frame_pixels():
     np.testing.assert_allclose(conf, 0.8)
     kp, conf, boxes, scores = result[1]
     assert kp.shape == (0, 2, 2) and conf.shape == (0, 2) and boxes.shape == (0, 4)
-    empty = predict_topdown(_FixedDetector(outputs[1:]), pose, lambda o: (o["kp"], o["conf"]), frames[:1], crop_hw,
+    empty = predict_topdown(FixedDetector(outputs[1:]), pose, lambda o: (o["kp"], o["conf"]), frames[:1], crop_hw,
                             num_keypoints=5)
     assert empty[0][0].shape == (0, 5, 2)
