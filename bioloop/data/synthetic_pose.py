@@ -25,6 +25,7 @@ import attrs
 import numpy as np
 from scipy import ndimage
 
+from bioloop.data.mp4 import write_mp4
 from bioloop.errors import ConfigError, DataError
 
 SKELETON_NAMES: tuple[str, ...] = ("nose", "ear_left", "ear_right", "paw_left", "paw_right",
@@ -123,7 +124,7 @@ def make_pose_dataset(root: str | os.PathLike, *, n_frames: int = 60, image_size
             frame_idx.append(t)
         path = root / "videos" / f"{name}.mp4"
         if video:
-            _write_mp4(path, frames)
+            write_mp4(path, frames, FPS, "install opencv-python(-headless) with FFMPEG support or pass video=False")
         video_paths.append(str(path))
     keypoints = np.stack(kps)
     csv_path = str(root / "CollectedData.csv")
@@ -318,20 +319,6 @@ def _imwrite(path: Path, rgb: np.ndarray) -> None:
         raise DataError.at(str(path), "could not write the PNG frame", fix="check the folder is writable")
 
 
-def _write_mp4(path: Path, frames: np.ndarray) -> None:
-    import cv2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (w, h))
-    if not writer.isOpened():
-        raise DataError.at(str(path), "OpenCV cannot open an mp4v video writer",
-                           fix="install opencv-python(-headless) with FFMPEG support or pass video=False")
-    try:
-        for frame in frames:
-            writer.write(np.ascontiguousarray(frame[..., ::-1]))
-    finally:
-        writer.release()
 
 
 def _write_dlc_csv(path: str, relpaths, keypoints: np.ndarray, individuals) -> None:

@@ -24,7 +24,8 @@ import attrs
 import numpy as np
 from scipy import ndimage
 
-from bioloop.errors import ConfigError, DataError
+from bioloop.data.mp4 import write_mp4
+from bioloop.errors import ConfigError
 
 NODE_NAMES: tuple[str, ...] = ("head", "centroid", "tail")
 FPS = 30.0
@@ -175,19 +176,6 @@ def _render(H, W, pos, head, visible, rng, looks):
     return images, boxes
 
 
-def _write_mp4(path: Path, frames: np.ndarray) -> None:
-    import cv2
-
-    h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (w, h))
-    if not writer.isOpened():
-        raise DataError.at(str(path), "OpenCV cannot open an mp4v video writer",
-                           fix="install opencv-python(-headless) with FFMPEG support or leave 'slp' out of layouts")
-    try:
-        for frame in frames:
-            writer.write(np.ascontiguousarray(frame[..., ::-1]))
-    finally:
-        writer.release()
 
 
 def _write_slp(path: Path, video: Path, points: np.ndarray, visible: np.ndarray, hw) -> None:
@@ -314,7 +302,7 @@ def make_tracking_dataset(root, *, n_frames: int = 50, n_objects: int = 5, image
     table = _track_table(visible, np.arange(1, n_objects + 1))
     if "slp" in layouts:
         video, slp = out / "tracking.mp4", out / "tracking.slp"
-        _write_mp4(video, images)
+        write_mp4(video, images, FPS, "install opencv-python(-headless) with FFMPEG support or leave 'slp' out of layouts")
         _write_slp(slp, video, pts, visible, (H, W))
     if "ctc" in layouts:
         ctc = out / "ctc"

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bioloop.engine.progress import progress_enabled
+from bioloop.data.mp4 import open_mp4_writer
 from bioloop.errors import ConfigError, DataError
 from bioloop.tasks.pose.video import VideoReader, iter_batches
 
@@ -129,11 +130,7 @@ def write_overlay_video(video_path: str | os.PathLike, keypoints, confidence,
     radius = _default_radius(hw) if radius is None else radius
     show = _visible(kp, conf, confidence_thresh)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (hw[1], hw[0]))
-    if not writer.isOpened():
-        raise DataError.at(str(out_path), "OpenCV cannot write this video",
-                           fix="check the folder is writable and the name ends in .mp4")
+    writer = open_mp4_writer(out_path, fps, hw, fix="check the folder is writable and the name ends in .mp4")
     bar = tqdm(total=n_frames, desc=f"overlay {out_path.name}", unit="frame",
                disable=not progress_enabled(not show_progress))
     try:
