@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 from bioloop.config.schema import TrainingConfig, setting
+from bioloop.tasks.base import Task
 
 
 @attrs.frozen(kw_only=True)
 class ToyConfig(TrainingConfig):
-    task: str = setting("toy", "test task")
+    task: str = setting("toy", "test task", validator=None)
     n_samples: int = setting(64, "dataset size")
     nan_at_iteration: int | None = setting(None, "make the loss NaN at this (1-based) training call")
     noise: float = setting(0.0, "label noise")
@@ -40,7 +41,7 @@ class _Data(torch.utils.data.Dataset):
         return {"x": torch.from_numpy(self.x[index]), "y": torch.from_numpy(self.y[index] + jitter)}
 
 
-class ToyTask:
+class ToyTask(Task):
     name = "toy"
     Config = ToyConfig
     default_key_metric = "mse"

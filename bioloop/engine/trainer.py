@@ -72,8 +72,7 @@ class Trainer:
         if isinstance(self.loss_fn, torch.nn.Module):
             self.loss_fn = self.loss_fn.to(rt.device)
         self.train_set, self.val_set = task.build_datasets(cfg)
-        groups = getattr(task, "parameter_groups", None)  # e.g. a backbone with its own learning rate
-        params = groups(self.model, cfg) if callable(groups) else list(self.model.parameters())
+        params = task.parameter_groups(self.model, cfg)  # e.g. a backbone with its own learning rate
         self.optimizer = build_optimizer(cfg.optimizer, params, learning_rate=cfg.learning_rate, where=self.where)
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, where=self.where)
         self.scaler = rt.grad_scaler()
@@ -113,9 +112,8 @@ class Trainer:
             self.say(f"nothing to do: the run already completed {p.epoch}/{cfg.epochs} epochs")
         with StopRequest() as self.stop:
             try:
-                before = getattr(self.task, "before_training", None)  # e.g. render a batch first
-                if callable(before) and p.iteration == 0 and p.epoch < cfg.epochs \
-                        and before(cfg, self.train_set, self.logger, self.say) is False:
+                if p.iteration == 0 and p.epoch < cfg.epochs \
+                        and self.task.before_training(cfg, self.train_set, self.logger, self.say) is False:
                     return self._finish()
                 while p.epoch < cfg.epochs:
                     self._train_epoch(p.epoch)
@@ -140,7 +138,7 @@ class Trainer:
         )
         return DataLoader(
             self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-            collate_fn=getattr(self.task, "collate", None), pin_memory=rt.device.type == "cuda",
+            collate_fn=self.task.collate, pin_memory=rt.device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.random_seed + epoch),
             persistent_workers=False,
         )
@@ -204,9 +202,8 @@ class Trainer:
             else:
                 self.scaler.scale(loss / cfg.gradient_accumulation_steps).backward()
         if boundary:
-            hook = getattr(self.task, "before_optimizer_step", None)
-            if callable(hook):  # e.g. drop a frozen backbone's gradients (DDP-safe freezing)
-                hook(self.model, self.progress.epoch, cfg)
+            # e.g. drop a frozen backbone's gradients (DDP-safe freezing)
+            self.task.before_optimizer_step(self.model, self.progress.epoch, cfg)
             if cfg.max_grad_norm is not None:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -358,9 +355,8 @@ def train(cfg, *, quiet: bool = False, echo=None) -> dict[str, Any]:
     runtime = init_runtime(cfg.device, cfg.precision, where=cfg.source.name if cfg.source else "")
     try:
         result = Trainer(cfg, task, runtime, quiet=quiet, echo=echo).run()
-        after = getattr(task, "after_training", None)
-        if callable(after) and runtime.is_main:  # e.g. predict the test videos with the best model
-            result.update(after(cfg, result, quiet=quiet) or {})
+        if runtime.is_main:  # e.g. predict the test videos with the best model
+            result.update(task.after_training(cfg, result, quiet=quiet) or {})
         return result
     finally:
         shutdown(runtime)

@@ -20,7 +20,7 @@ def validate(trainer) -> tuple[dict[str, float], dict]:
     batch_size = cfg.validation_batch_size or cfg.batch_size
     sampler = ShardSampler(len(dataset), rank=rt.rank, world_size=rt.world_size)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        collate_fn=getattr(task, "collate", None), pin_memory=rt.device.type == "cuda")
+                        collate_fn=task.collate, pin_memory=rt.device.type == "cuda")
     limit = len(loader)
     if cfg.validation_batch_limit is not None:
         limit = min(limit, math.ceil(cfg.validation_batch_limit / rt.world_size))

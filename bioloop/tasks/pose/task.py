@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bioloop.errors import ConfigError
-from bioloop.tasks.base import config_where as _where, infer_mode
+from bioloop.tasks.base import Task, config_where as _where
 from bioloop.tasks.pose.config import PoseConfig
 
 
@@ -36,13 +36,10 @@ def load_labels(cfg):
                            where=cfg.source.name if cfg.source else "config")
 
 
-class PoseTask:
+class PoseTask(Task):
     name = "pose"
     Config = PoseConfig
     default_key_metric = "pixel_error/mean"
-
-    def metric_mode(self, metric: str) -> str:
-        return infer_mode(metric)
 
     # ------------------------------------------------------------ model and loss
     def _num_keypoints(self, cfg) -> int:

@@ -7,18 +7,15 @@ from typing import Any
 import torch
 
 from bioloop.errors import ConfigError
-from bioloop.tasks.base import config_where as _where, infer_mode
+from bioloop.tasks.base import Task, config_where as _where
 from bioloop.tasks.segmentation.config import SegmentationConfig
 
 
 
-class SegmentationTask:
+class SegmentationTask(Task):
     name = "segmentation"
     Config = SegmentationConfig
     default_key_metric = "iou_mean"
-
-    def metric_mode(self, metric: str) -> str:
-        return infer_mode(metric)
 
     # ------------------------------------------------------------ model and loss
     def build_model(self, cfg) -> torch.nn.Module:
