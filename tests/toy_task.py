@@ -19,6 +19,7 @@ class ToyConfig(TrainingConfig):
     nan_at_iteration: int | None = setting(None, "make the loss NaN at this (1-based) training call")
     noise: float = setting(0.0, "label noise")
     dropout: float = setting(0.0, "dropout before the linear layer")
+    forwards: int = setting(1, "model calls per training step (the batch split into this many equal parts)")
 
 
 class _Data(torch.utils.data.Dataset):
@@ -65,7 +66,11 @@ class ToyTask(Task):
 
     def training_step(self, model, batch, loss_fn, cfg):
         self.calls["train"] += 1
-        loss = loss_fn(model(batch["x"]), batch["y"])
+        if cfg.forwards == 1:
+            loss = loss_fn(model(batch["x"]), batch["y"])
+        else:  # several forwards before one backward: the mean of equal parts is the full batch's MSE
+            parts = zip(batch["x"].chunk(cfg.forwards), batch["y"].chunk(cfg.forwards))
+            loss = torch.stack([loss_fn(model(x), y) for x, y in parts]).mean()
         if cfg.nan_at_iteration is not None and self.calls["train"] == cfg.nan_at_iteration:
             loss = loss * float("nan")
         return {"loss": loss}
