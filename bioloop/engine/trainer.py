@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from bioloop.engine import progress
 from bioloop.engine.checkpoint import CheckpointManager
 from bioloop.engine.logging import RunLogger
 from bioloop.engine.optim import build_optimizer, build_scheduler, current_lrs, step_scheduler
-from bioloop.engine.resume import load_start_state, training_state
+from bioloop.engine.resume import load_start_state, resume_command, training_state
 from bioloop.engine.rng import seed_everything
 from bioloop.engine.runtime import Runtime, all_gather_objects, barrier, to_device
 from bioloop.engine.sampling import EpochSampler, batches_per_epoch
@@ -262,13 +261,10 @@ class Trainer:
         if self.rt.is_main:
             path = self.checkpoints.save_interrupt(training_state(self), epoch=epoch, step=self.progress.step)
         barrier(self.rt)
-        config = self.cfg.source.path if self.cfg.source else "CONFIG"
-        if self.cfg.source and self.cfg.source.overrides:
-            config = f"{config} " + " ".join(f"-s {shlex.quote(o)}" for o in self.cfg.source.overrides)
         raise TrainingInterrupted(
             f"{self.where}: training interrupted by signal {signum} in epoch {epoch + 1} after "
             f"{self.progress.batch_in_epoch} batches; checkpoint saved to {path}; resume with "
-            f"`bioloop train {config}` (load_model = 'latest', the default)", signum,
+            f"`{resume_command(self.cfg)}`", signum,
         )
 
     # ---------------------------------------------------------------- epoch end
