@@ -98,7 +98,15 @@ def test_integer_predictions_with_several_ids_get_instance_scores(tmp_path):
     assert s["instance_precision/mito"] == 1.0 and s["instance_recall/mito"] == pytest.approx(2 / 3)
     assert s["normalized_hausdorff/mito"] == pytest.approx(2 * 1.01 ** (-8 / math.sqrt(3 * 64)) / 3)
     assert s["iou/mito"] == pytest.approx(20 / 36)  # semantic scores from label > 0: TP 20, FP 4, FN 12
-    assert "PQ" in result["table"] and "NHD" in result["table"]
+    assert "PQ" in result["table"] and "NHD" in result["table"] and "VOI split" in result["table"]
+    from skimage.metrics import adapted_rand_error, variation_of_information
+
+    gt_ids, pred_ids = open_volume(f"{truth}/mito").read((0, 0, 0), (1, 4, 10)), open_volume(f"{prediction}/mito").read(
+        (0, 0, 0), (1, 4, 10))
+    split, merge = variation_of_information(gt_ids, pred_ids)
+    assert s["voi_split/mito"] == pytest.approx(split) and s["voi_merge/mito"] == pytest.approx(merge)
+    assert s["voi/mito"] == pytest.approx(split + merge) == s["voi_mean"]
+    assert s["arand_error/mito"] == pytest.approx(adapted_rand_error(gt_ids, pred_ids)[0]) == s["arand_error_mean"]
     row = next(csv.DictReader(open(report.with_suffix(".csv"))))
     assert row["kind"] == "instance" and float(row["f1"]) == pytest.approx(0.8) and row["n_truth"] == "3"
     semantic = evaluate(_cfg(), prediction=prediction, truth=truth, kind="semantic", show_progress=False)

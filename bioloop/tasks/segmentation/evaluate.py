@@ -8,8 +8,12 @@ scored as instances when ``kind="instance"``, or with ``kind="auto"`` when its p
 integer and any crop holds more than one object id, the image says ``kind: instance``
 (written by process) or the class is in ``cfg.process.instance_classes``.
 
+Instance classes also get the connectomics scores: variation of information (split, merge) and
+adapted Rand error with its precision and recall (as scikit-image computes them).
+
 Counts are pooled over crops (voxels for semantic scores, objects and matched IoUs for
-instance scores, see instance_metrics.py) and turned into scores once.
+instance scores, contingency sums for VOI and adapted Rand, see instance_metrics.py) and turned
+into scores once.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ from bioloop.data.ngff import open_volume
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
 from bioloop.tasks.segmentation.instance_metrics import (instance_counts, pool_instance_counts,
-                                                         scores_from_instance_counts, semantic_counts,
-                                                         semantic_scores)
+                                                         pool_segmentation_counts, scores_from_instance_counts,
+                                                         scores_from_segmentation_counts, segmentation_counts,
+                                                         semantic_counts, semantic_scores)
 
 KINDS = ("auto", "semantic", "instance")
 _INSTANCE_KEYS = {"precision": "instance_precision", "recall": "instance_recall"}
 _INSTANCE_COLUMNS = [("F1", "f1"), ("PQ", "pq"), ("SQ", "sq"), ("precision", "instance_precision"),
-                     ("recall", "instance_recall"), ("NHD", "normalized_hausdorff")]
+                     ("recall", "instance_recall"), ("NHD", "normalized_hausdorff"), ("VOI split", "voi_split"),
+                     ("VOI merge", "voi_merge"), ("ARAND", "arand_error")]
+_SEGMENTATION_KEYS = ("voi_split", "voi_merge", "voi", "arand_error", "arand_precision", "arand_recall")
 
 
 def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "auto", threshold: float | None = None,
@@ -45,7 +52,7 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
     options = getattr(cfg, "storage_options", None) or None
     classes = list(cfg.classes)
     items = _items(prediction, truth, crops, classes)
-    rows, semantic, instance, auto_instance = [], {}, {}, set()
+    rows, semantic, instance, connectomics, auto_instance = [], {}, {}, {}, set()
     bar = tqdm(total=len(items) * len(classes), desc="evaluate", unit="class",
                disable=not progress_enabled(not show_progress))
     for crop, truth_group, pred_group, crop_classes in items:
@@ -63,6 +70,7 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
             counts = row.pop("_instance_counts")
             if counts is not None:
                 instance.setdefault(name, []).append(counts)
+                connectomics.setdefault(name, []).append(row.pop("_segmentation_counts"))
             part = semantic.setdefault(name, [0, 0, 0])
             for i, key in enumerate(("tp_voxels", "fp_voxels", "fn_voxels")):
                 part[i] += row[key]
@@ -80,7 +88,7 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
             for key in [k for k in row if k in _instance_row_keys()]:
                 del row[key]
         row["kind"] = kinds[row["class"]]
-    scores = _pooled_scores(scored, semantic, instance, kinds)
+    scores = _pooled_scores(scored, semantic, instance, connectomics, kinds)
     result = {"classes": scored, "kinds": kinds, "threshold": threshold, "iou_threshold": iou_threshold,
               "scores": scores, "rows": rows, "table": _table(scores, scored, kinds),
               "prediction": str(prediction), "truth": str(truth) if truth is not None else None,
@@ -143,6 +151,8 @@ def _score(cfg, gt, pred_path, name, kind, threshold, iou_threshold, options) ->
                                  or _process_says_instance(cfg, name))
         for key, value in scores_from_instance_counts(counts).items():
             row[_rename(key)] = value
+        row["_segmentation_counts"] = segmentation_counts(values, truth)
+        row.update(scores_from_segmentation_counts(row["_segmentation_counts"]))
     return row
 
 
@@ -153,7 +163,7 @@ def _rename(key: str) -> str:
 def _instance_row_keys() -> set[str]:
     keys = ("n_truth", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "rq", "sq", "mean_matched_iou", "pq",
             "normalized_hausdorff")
-    return {_rename(k) for k in keys}
+    return {_rename(k) for k in keys} | set(_SEGMENTATION_KEYS)
 
 
 def _marked_instance(path: str, options) -> bool:
@@ -209,7 +219,7 @@ def _on_truth_grid(pred, gt, *, labels: bool, where: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- pooling and reports
 
 
-def _pooled_scores(scored, semantic, instance, kinds) -> dict[str, float]:
+def _pooled_scores(scored, semantic, instance, connectomics, kinds) -> dict[str, float]:
     """Scores from counts pooled over crops; keys as in metrics.scores_from_counts plus instance keys."""
     scores: dict[str, float] = {}
     for name in scored:
@@ -224,7 +234,9 @@ def _pooled_scores(scored, semantic, instance, kinds) -> dict[str, float]:
         pooled = scores_from_instance_counts(pool_instance_counts(instance[name]))
         for key, value in pooled.items():
             scores[f"{_rename(key)}/{name}"] = float(value)
-    for key in ("pq", "f1", "normalized_hausdorff"):
+        for key, value in scores_from_segmentation_counts(pool_segmentation_counts(connectomics[name])).items():
+            scores[f"{key}/{name}"] = float(value)
+    for key in ("pq", "f1", "normalized_hausdorff", "voi", "arand_error"):
         if inst:
             scores[f"{key}_mean"] = float(np.mean([scores[f"{key}/{c}"] for c in inst]))
     return scores
