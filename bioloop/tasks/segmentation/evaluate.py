@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bioloop.data.ngff import open_volume
+from bioloop.data.ngff import Volume, open_volume
+from bioloop.data.sources import open_native
+from bioloop.data.tif import is_tif
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
 from bioloop.tasks.segmentation.instance_metrics import (instance_counts, pool_instance_counts,
@@ -56,15 +58,16 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
     bar = tqdm(total=len(items) * len(classes), desc="evaluate", unit="class",
                disable=not progress_enabled(not show_progress))
     for crop, truth_group, pred_group, crop_classes in items:
+        image = _truth_image(cfg, truth_group, options)
         for name in classes:
             bar.update(1)
             if name not in crop_classes:
                 continue
-            try:
-                gt = open_volume(f"{truth_group}/{name}", None, storage_options=options)
-            except DataError:
+            found = _truth_of_class(cfg, image, truth_group, name, options)
+            if found is None:
                 continue  # this crop does not annotate the class
-            row = _score(cfg, gt, f"{pred_group}/{name}", name, kind, threshold, iou_threshold, options)
+            gt, truth_values = found
+            row = _score(cfg, gt, truth_values, f"{pred_group}/{name}", name, kind, threshold, iou_threshold, options)
             if row.pop("_auto_instance"):
                 auto_instance.add(name)
             counts = row.pop("_instance_counts")
@@ -79,7 +82,8 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
     if not rows:
         where = crops if crops else str(truth)
         raise DataError.at(str(where), f"no ground truth for any of the classes {classes}",
-                           fix="point --truth at a crop group holding one array group per class")
+                           fix="point --truth at a crop group holding one array group per class, or at one label "
+                               "image (tif, zarr array, OME-NGFF image) with the config's label_layout")
     scored = [c for c in classes if c in semantic]
     kinds = {c: "instance" if c in instance and (kind == "instance" or c in auto_instance) else "semantic"
              for c in scored}
@@ -126,12 +130,70 @@ def _items(prediction, truth, crops, classes) -> list[tuple[str, str, str, tuple
              f"{pred}/{e.gt_path.rstrip('/').rpartition('/')[2]}", e.classes) for e in entries]
 
 
-def _score(cfg, gt, pred_path, name, kind, threshold, iou_threshold, options) -> dict:
+def _truth_image(cfg, path: str, options):
+    """(volume, values) when ``path`` is one label image (tif, zarr array, OME-NGFF image); None for a crop group."""
+    try:
+        volume = open_native(path, _fill_in_scale(cfg), storage_options=options)
+    except DataError:
+        if is_tif(path):
+            raise
+        return None  # a zarr group that is not an image: a crop group with one image per class
+    if volume.ndim != len(volume.spatial_shape):
+        raise DataError.at(path, "a truth label image cannot have a channel axis", got=volume.axes,
+                           fix="save the labels as ZYX or YX")
+    values = volume.read((0,) * volume.ndim, volume.shape)
+    if len(volume.spatial_shape) == 2:  # a 2D (y, x) array: one z-slice, as 2D predictions are written
+        z = (_fill_in_scale(cfg) or (1.0,))[0]
+        values = values[None]
+        volume = Volume(values, (float(z), *volume.scale), (0.0, *volume.translation), ("z", "y", "x"), volume.path)
+    if values.dtype.kind not in "biu":
+        if not np.array_equal(values, np.round(values)):
+            raise DataError.at(path, "truth labels must be integers", got=str(values.dtype),
+                               fix="write instance or class ids as an integer image")
+        values = values.astype(np.int64)
+    return volume, values
+
+
+def _truth_of_class(cfg, image, group: str, name: str, options):
+    """(volume giving the truth grid, integer truth of class ``name``: instance ids or a 0/1 mask) or None."""
+    if image is None:
+        try:
+            gt = open_native(f"{group}/{name}", _fill_in_scale(cfg), storage_options=options)
+        except DataError:
+            return None
+        return gt, gt.read((0,) * len(gt.spatial_shape), gt.spatial_shape)
+    volume, values = image
+    layout = getattr(cfg, "label_layout", "per_class")
+    classes = list(cfg.classes)
+    if layout == "class_ids":
+        ids = getattr(cfg, "class_ids", None) or {c: i + 1 for i, c in enumerate(classes)}
+        return volume, _components(values == int(ids[name]))
+    if len(classes) != 1:
+        raise DataError.at(group, f"one label image holds the truth of {len(classes)} classes {classes}, but "
+                           f"label_layout is '{layout}'", fix="its values are class ids: set label_layout = "
+                           "'class_ids' (and class_ids), e.g. `-s label_layout=class_ids`; or give a crop group "
+                           "with one image per class")
+    return volume, values
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    """Instances of one class in a class-id image: its face-connected components."""
+    from scipy import ndimage
+
+    return ndimage.label(mask)[0].astype(np.uint32)
+
+
+def _fill_in_scale(cfg):
+    """Voxel size (nm) for truth images that do not state one: the config's target voxel size."""
+    info = getattr(cfg, "target_array_info", None) or getattr(cfg, "input_array_info", None)
+    return tuple(info.scale) if info is not None else None
+
+
+def _score(cfg, gt, truth, pred_path, name, kind, threshold, iou_threshold, options) -> dict:
     try:
         pred = open_volume(pred_path, gt.scale, storage_options=options)
     except DataError:
         pred = open_volume(pred_path, None, storage_options=options)  # another voxel size: resample below
-    truth = gt.read((0,) * len(gt.spatial_shape), gt.spatial_shape)
     is_float = pred.dtype.kind == "f"
     if is_float and kind == "instance":
         raise DataError.at(pred_path, "instance scores need integer labels, but this prediction holds "
