@@ -288,10 +288,8 @@ def _region(volume, roi, where, say: bool = False) -> tuple[tuple[int, ...], tup
         raise DataError.at(str(where), "--roi does not overlap the volume", got=roi,
                            fix=f"the volume spans {volume.roi[0]} to {volume.roi[1]} nm")
     if say and (clipped[0] != lo or clipped[1] != hi):
-        start = volume.voxel_to_world(clipped[0])
-        stop = volume.voxel_to_world([b - 1 for b in clipped[1]])
-        half = [s / 2 for s in volume.scale]
-        text = ",".join(f"{a - h:g}:{b + h:g}" for a, b, h in zip(start, stop, half))
+        start, stop = volume.voxel_to_world(clipped[0]), volume.voxel_to_world(clipped[1])  # as --roi reads them
+        text = ",".join(f"{a:g}:{b:g}" for a, b in zip(start, stop))
         print(f"{where}: --roi reaches outside the volume; clipped to {text} nm "
               f"({tuple(b - a for a, b in zip(*clipped))} voxels)", file=sys.stderr, flush=True)
     lo, hi = clipped
