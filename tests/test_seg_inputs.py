@@ -59,7 +59,8 @@ def _write(kind, folder, raw, ids):
         tifffile.imwrite(gt_path, ids[0])
         return str(raw_path), str(gt_path), (8, 8, 8)
     if kind == "tif":
-        tifffile.imwrite(raw_path, raw, photometric="minisblack")  # 3 planes would otherwise be RGB
+        # 8-bit values in a uint16 file; 3 planes would otherwise be written as RGB
+        tifffile.imwrite(raw_path, raw.astype(np.uint16), photometric="minisblack")
         tifffile.imwrite(gt_path, ids, photometric="minisblack")
         return str(raw_path), str(gt_path), (8, 8, 8)
     size = {"ome-tif": 8, "ome-tif-4nm": 4}[kind]
@@ -78,8 +79,9 @@ def test_train_predict_process_evaluate(kind, tmp_path, monkeypatch, capsys, one
                                              CropEntry("validate", raw_path, gt_path, ("cell",))])
     (tmp_path / "cfg.py").write_text(CONFIG)
     assert api.train("cfg.py", quiet=True)["epochs_completed"] == 1
-    resampled = capsys.readouterr().err
-    assert ("resampled to (8, 8, 8) nm (factor (1.0, 0.5, 0.5) per axis" in resampled) == (kind == "ome-tif-4nm")
+    said = capsys.readouterr().err
+    assert ("resampled to (8, 8, 8) nm (factor (1.0, 0.5, 0.5) per axis" in said) == (kind == "ome-tif-4nm")
+    assert ("normalization: the training raw (uint16) spans" in said) == (kind == "tif")
 
     prediction = api.predict("cfg.py", input=raw_path, output="pred.zarr", show_progress=False)
     probs = open_volume(prediction / "cell")
