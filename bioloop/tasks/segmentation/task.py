@@ -88,6 +88,13 @@ class SegmentationTask(Task):
         normalizer = Normalizer.parse(cfg.normalization, _where(cfg, "normalization"))
         if normalizer.needs_fit:
             normalizer.fit([c.raw for c in train_crops])
+        if train_crops:
+            warning = normalizer.range_warning([c.raw for c in train_crops], train_crops[0].raw.dtype,
+                                               _where(cfg, "normalization"))
+            if warning:
+                import sys
+
+                print(warning, file=sys.stderr, flush=True)
         self._normalizer = normalizer
         self._has_cost_map = any(c.cost is not None for c in train_crops)
         kind = BufferedPatches if cfg.patch_per_buffer else RandomPatches
