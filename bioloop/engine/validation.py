@@ -20,7 +20,7 @@ def validate(trainer) -> tuple[dict[str, float], dict]:
     if loader is None:  # built once per run: its workers persist across validation passes
         loader = trainer._val_loader = validation_loader(
             dataset, batch_size=batch_size, num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
-            collate_fn=getattr(task, "collate", None), pin_memory=rt.device.type == "cuda")
+            collate_fn=task.collate, pin_memory=rt.device.type == "cuda")
     limit = len(loader)
     if cfg.validation_batch_limit is not None:
         limit = min(limit, math.ceil(cfg.validation_batch_limit / rt.world_size))

@@ -7,18 +7,15 @@ from typing import Any
 import torch
 
 from bioloop.errors import ConfigError
-from bioloop.tasks.base import config_where as _where, infer_mode
+from bioloop.tasks.base import Task, config_where as _where
 from bioloop.tasks.segmentation.config import SegmentationConfig
 
 
 
-class SegmentationTask:
+class SegmentationTask(Task):
     name = "segmentation"
     Config = SegmentationConfig
     default_key_metric = "iou_mean"
-
-    def metric_mode(self, metric: str) -> str:
-        return infer_mode(metric)
 
     # ------------------------------------------------------------ model and loss
     def build_model(self, cfg) -> torch.nn.Module:
@@ -93,6 +90,13 @@ class SegmentationTask:
         normalizer = Normalizer.parse(cfg.normalization, _where(cfg, "normalization"))
         if normalizer.needs_fit:
             normalizer.fit([c.raw for c in train_crops])
+        if train_crops:
+            warning = normalizer.range_warning([c.raw for c in train_crops], train_crops[0].raw.dtype,
+                                               _where(cfg, "normalization"))
+            if warning:
+                import sys
+
+                print(warning, file=sys.stderr, flush=True)
         self._normalizer = normalizer
         self._has_cost_map = any(c.cost is not None for c in train_crops)
         kind = BufferedPatches if cfg.patch_per_buffer else RandomPatches
