@@ -172,7 +172,8 @@ class PoseTask(Task):
         if loss_fn is None or "unlabeled" not in batch:
             loss, _ = self._supervised(model, batch, cfg)
             return {"loss": loss}
-        # one forward over labeled and unlabeled frames (two forwards before one backward break DDP)
+        # one forward over labeled and unlabeled frames (one batched pass is faster; DDP wraps the whole
+        # step, so two forwards would work as well)
         images, clips = batch["image"], batch["unlabeled"]
         b, t = clips.shape[:2]
         out = model(torch.cat([images, clips.flatten(0, 1)]))

@@ -188,6 +188,9 @@ class TrackingTask(Task):
     name = "tracking"
     Config = TrackingConfig
     default_key_metric = "loss"
+    # the transformer leaves parameters without gradients in some configurations (the first decoder
+    # layer's norm1 when decoder_self_attn is off), which DDP must be told about
+    find_unused_parameters = True
 
     def __init__(self):
         self._val_state: tuple | None = None  # (sequence index, Tracker) for persistent validation tracking
@@ -258,14 +261,13 @@ class TrackingTask(Task):
 
         counts = batch["counts"].tolist()
         clips = [c for c, n in zip(split_batch(batch), counts) if n > 0]
-        if len(clips) == 1:  # one forward through the (possibly DDP-wrapped) model
+        if len(clips) == 1:
             c = clips[0]
             q = torch.arange(len(c["ids"]), device=c["ids"].device)
             out = model(c["crops"], c["boxes"], c["times"], q)
             return [loss_fn(out["logits"], c["ids"], c["times"], q)], None
-        if hasattr(model, "module"):
-            raise ConfigError.at("batch_size", "distributed tracking training runs one clip per process and step",
-                                 got=len(clips), fix="set batch_size = 1 (dataloader.train_dataloader.batch_size)")
+        # several clips: one encoder pass, one transformer pass per clip (DDP wraps the whole step,
+        # so any number of calls is fine under torch.distributed)
         core = self._core(model)
         feats = core.encode_crops(batch["crops"])
         bounds = np.concatenate([[0], np.cumsum(counts)]).astype(int)
