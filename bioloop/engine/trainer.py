@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from bioloop._version import __version__
 from bioloop.config.record import update_run_json, write_run_records
@@ -25,10 +23,11 @@ from bioloop.engine import progress
 from bioloop.engine.checkpoint import CheckpointManager
 from bioloop.engine.logging import RunLogger
 from bioloop.engine.optim import build_optimizer, build_scheduler, current_lrs, step_scheduler
-from bioloop.engine.resume import load_start_state, training_state
+from bioloop.engine.resume import load_start_state, resume_command, training_state
 from bioloop.engine.rng import seed_everything
 from bioloop.engine.runtime import Runtime, all_gather_objects, barrier, to_device
-from bioloop.engine.sampling import EpochSampler, batches_per_epoch
+from bioloop.engine.loader import TrainLoader
+from bioloop.engine.sampling import batches_per_epoch
 from bioloop.engine.selection import Selection
 from bioloop.engine.signals import StopRequest
 from bioloop.engine.step import TrainingStep, wrap_for_training
@@ -125,22 +124,19 @@ class Trainer:
             finally:
                 self.logger.close()
 
-    def _loader(self, epoch: int) -> DataLoader:
+    def _loader(self, epoch: int):
+        """The batches of ``epoch`` from the run's one training DataLoader (its workers persist)."""
         cfg, rt = self.cfg, self.rt
         set_epoch = getattr(self.train_set, "set_epoch", None)
-        if callable(set_epoch):  # e.g. a patch buffer refreshed every few epochs
+        if callable(set_epoch):  # e.g. a patch buffer refreshed every few epochs (workers get it per item)
             set_epoch(epoch)
-        sampler = EpochSampler(
-            len(self.train_set), epoch=epoch, seed=cfg.random_seed, batch_size=cfg.batch_size,
-            iterations_per_epoch=cfg.iterations_per_epoch, rank=rt.rank, world_size=rt.world_size,
-            start_batch=self.progress.batch_in_epoch,
-        )
-        return DataLoader(
-            self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-            collate_fn=self.task.collate, pin_memory=rt.device.type == "cuda",
-            generator=torch.Generator().manual_seed(cfg.random_seed + epoch),
-            persistent_workers=False,
-        )
+        if getattr(self, "_train_loader", None) is None:
+            self._train_loader = TrainLoader(
+                self.train_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.random_seed,
+                iterations_per_epoch=cfg.iterations_per_epoch, rank=rt.rank, world_size=rt.world_size,
+                collate_fn=self.task.collate, pin_memory=rt.device.type == "cuda",
+            )
+        return self._train_loader.epoch(epoch, self.progress.batch_in_epoch)
 
     def _train_epoch(self, epoch: int) -> None:
         cfg, p = self.cfg, self.progress
@@ -263,13 +259,10 @@ class Trainer:
         if self.rt.is_main:
             path = self.checkpoints.save_interrupt(training_state(self), epoch=epoch, step=self.progress.step)
         barrier(self.rt)
-        config = self.cfg.source.path if self.cfg.source else "CONFIG"
-        if self.cfg.source and self.cfg.source.overrides:
-            config = f"{config} " + " ".join(f"-s {shlex.quote(o)}" for o in self.cfg.source.overrides)
         raise TrainingInterrupted(
             f"{self.where}: training interrupted by signal {signum} in epoch {epoch + 1} after "
             f"{self.progress.batch_in_epoch} batches; checkpoint saved to {path}; resume with "
-            f"`bioloop train {config}` (load_model = 'latest', the default)", signum,
+            f"`{resume_command(self.cfg)}`", signum,
         )
 
     # ---------------------------------------------------------------- epoch end
