@@ -282,7 +282,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
         if _lookup(values, parent)[0] and not _lookup(values, row.source)[0]:
             origins.setdefault(row.source, f"{table.tool}'s default {row.source}={row.default!r}")
             apply(row, "", row.source, row.default)
-    names: dict[str, str] = {}
+    names: dict[str, str] = {k: label(k) for k in lines if k.split(".")[0] in native}
     written: dict[str, str] = {}
     for key, value, source, row in assignments:
         if row is not None and row.requires and not _present(out, assignments, row.requires):

@@ -104,7 +104,8 @@ def _model(value, ctx):
 
 
 def _logger_type(value, ctx):
-    rest = {k: v for k, v in (ctx.get("logging") or {}).items() if k not in ("logger_type", "save_dir", "name")}
+    rest = {k: v for k, v in (ctx.get("logging") or {}).items()
+            if k not in ("logger_type", "save_dir", "name", "log_model")}
     if value == "TensorBoardLogger":
         out = {"logger.tensorboard": True}
     elif value == "CSVLogger":
@@ -114,9 +115,7 @@ def _logger_type(value, ctx):
         return {"logger.wandb": {**rest, **({"name": name} if name else {}), **({"dir": folder} if folder else {})}}
     else:
         raise Unsupported("use TensorBoardLogger, CSVLogger or WandbLogger")
-    if rest:
-        raise Unsupported(f"{value} takes save_dir and name here; {sorted(rest)} have no counterpart")
-    return out
+    return out  # W&B-only keys under another logger report themselves
 
 
 def _save_dir(value, ctx):
@@ -170,7 +169,9 @@ def _save_last(value, ctx):
 
 
 def _dirpath(value, ctx):
-    return f"{value}/{{model_name}}_{{epoch}}.pth"
+    if value is None:
+        return {}  # Lightning's default folder; bioloop's is model_save_path's default
+    return {"model_save_path": f"{value}/{{model_name}}_{{epoch}}.pth"}
 
 
 def _shuffle(expected):
@@ -252,8 +253,10 @@ ROWS = (
     Row("dataloader.train_dataloader.batch_size", "batch_size", meaning="clips per training batch"),
     Row("dataloader.train_dataloader.num_workers", "num_workers", meaning="DataLoader workers"),
     Row("dataloader.train_dataloader.shuffle", None, convert=_shuffle(True), meaning="shuffle training clips"),
-    Row("dataloader.*.pin_memory", meaning="page-locked batches, " + _NO_EFFECT + " (bioloop pins on CUDA)"),
-    Row("dataloader.*.persistent_workers", meaning="keep workers between epochs, " + _NO_EFFECT),
+    *(Row(f"dataloader.{split}_dataloader.pin_memory",
+          meaning="page-locked batches, " + _NO_EFFECT + " (bioloop pins on CUDA)") for split in ("train", "val", "test")),
+    *(Row(f"dataloader.{split}_dataloader.persistent_workers", meaning="keep workers between epochs, " + _NO_EFFECT)
+      for split in ("train", "val", "test")),
     Row("dataloader.val_dataloader.batch_size", "validation_batch_size", meaning="clips per validation batch"),
     Row("dataloader.val_dataloader.shuffle", None, convert=_shuffle(False), meaning="shuffle validation"),
     Row("dataloader.val_dataloader.num_workers", None, convert=_val_workers, meaning="validation workers"),
@@ -291,7 +294,7 @@ ROWS = (
     Row("checkpointing.monitor", None, convert=_monitor,
         meaning="metrics that each keep their best checkpoint; the first picks the best model"),
     Row("checkpointing.mode", meaning="min or max for the monitored metrics, read with monitor"),
-    Row("checkpointing.dirpath", "model_save_path", convert=_dirpath, meaning="the checkpoint folder"),
+    Row("checkpointing.dirpath", None, convert=_dirpath, meaning="the checkpoint folder"),
     Row("checkpointing.every_n_epochs", "save_every_n_epochs", meaning="write a checkpoint every N epochs"),
     Row("checkpointing.save_top_k", None, convert=_top_k, default=1, meaning="how many best checkpoints to keep"),
     Row("checkpointing.save_last", None, convert=_save_last, meaning="also keep the newest checkpoint"),
