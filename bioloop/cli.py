@@ -342,11 +342,16 @@ def config_show(config, overrides):
 @click.argument("config", type=click.Path(dir_okay=False))
 @_override
 def config_check(config, overrides):
-    """Validate a config file without running anything."""
+    """Validate a config file without training: settings, input files, and that the model builds."""
     from bioloop import api
+    from bioloop.errors import ConfigError
 
     cfg = api.load_config(config, overrides)
-    click.echo(f"{config}: OK (task {cfg.task})")
+    problems = api.check_config(cfg)
+    if problems:
+        raise ConfigError.many(problems)
+    spelled = f", {cfg.source.spelling}'s spelling" if cfg.source and cfg.source.spelling else ""
+    click.echo(f"{config}: OK (task {cfg.task}{spelled})")
 
 
 def _templates() -> list[str]:
@@ -356,10 +361,23 @@ def _templates() -> list[str]:
 @cli.command()
 @click.argument("template", required=False)
 @click.argument("dest", required=False, type=click.Path())
-def init(template, dest):
-    """Copy the annotated example TEMPLATE to DEST (a file or a folder). Without arguments, list them."""
+@click.option("--from", "from_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Write the bioloop Python config equivalent to another tool's YAML (Lightning Pose config.yaml, "
+                   "DeepLabCut pytorch_config.yaml, DREEM/GTR); then TEMPLATE is the destination.")
+def init(template, dest, from_file):
+    """Copy the annotated example TEMPLATE to DEST (a file or a folder). Without arguments, list them.
+
+    `bioloop init --from their.yaml my.py` writes my.py from another tool's config instead."""
     from bioloop.config.structure import did_you_mean
     from bioloop.errors import ConfigError
+
+    if from_file:
+        from bioloop.config.render import write_python_config
+
+        target = Path(dest or template or Path(from_file).with_suffix(".py").name)
+        write_python_config(Path(from_file), target)
+        click.echo(f"wrote {target} from {from_file}; edit it, then run: bioloop train {target}")
+        return
 
     names = _templates()
     if not template:

@@ -101,6 +101,8 @@ class TrainingConfig:
     logs_save_path: str = setting("tensorboard/{model_name}", "run folder: TensorBoard logs, metrics.csv, run records")
     max_snapshots: int | None = setting(None, "keep at most this many epoch checkpoints (best ones always kept)", validator=v.at_least(1))
     save_every_n_epochs: int = setting(1, "write an epoch checkpoint every this many epochs", validator=v.at_least(1))
+    save_optimizer_state: bool = setting(True, "keep the optimizer state in epoch checkpoints (DeepLabCut's name); "
+                                               "False makes them smaller but not resumable exactly")
 
     # runtime
     random_seed: int = setting(42, "seed for python, numpy and torch", validator=v.at_least(0))

@@ -368,6 +368,29 @@ class TrackingTask(Task):
         ids = self.track_clip(model, clip, build_tracker(cfg, False))
         return {"tracks": render_clip(clip, cfg.view_batch.num_frames, pred_ids=np.concatenate(ids))}
 
+    def check_config(self, cfg) -> list[str]:
+        """Every dataset file exists and the transformer with its encoder builds (meta device, no weights)."""
+        import attrs
+
+        from bioloop.tasks._probe import build_on_meta, missing_files
+
+        where = cfg.source.name if cfg.source else "config"
+        problems = []
+        for split in ("train", "val", "test"):
+            ds = getattr(cfg.dataset, f"{split}_dataset")
+            if ds is None:
+                continue
+            for key in ("slp_files", "video_files", "videos", "tracks"):
+                problems += missing_files(where, f"dataset.{split}_dataset.{key}", getattr(ds, key))
+            if ds.dir is not None:
+                problems += missing_files(where, f"dataset.{split}_dataset.dir.path", [ds.dir.path], folder=True)
+        encoder = cfg.gtr.encoder_cfg
+        probe = cfg
+        if isinstance(encoder.pretrained, str):
+            problems += missing_files(where, "gtr.encoder_cfg.pretrained", [encoder.pretrained])
+            probe = attrs.evolve(cfg, gtr=attrs.evolve(cfg.gtr, encoder_cfg=attrs.evolve(encoder, pretrained=False)))
+        return problems + build_on_meta(self, probe)
+
     def checkpoint_extras(self, cfg) -> dict[str, Any]:
         s = inference_settings(cfg)
         return {"crop_size": s.crop_size, "padding": s.padding, "anchors": s.anchors,
