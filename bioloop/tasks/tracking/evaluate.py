@@ -150,18 +150,16 @@ class _MaskOverlap:
 
     def __call__(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         if frame not in self.cache:
-            g_inst, p_inst = self.gt.frames[frame], self.pred.frames[frame]
-            g, r = self.gt.read_labels(frame).ravel(), self.pred.read_labels(frame).ravel()
-            g_ids, p_ids = g_inst.mask_ids, p_inst.mask_ids
-            inter = np.zeros((len(g_ids), len(p_ids)))
-            both = (g > 0) & (r > 0)
-            (gl, rl), counts = (np.unique(np.stack([g[both], r[both]]), axis=1, return_counts=True)
-                                if both.any() else (np.zeros((2, 0), np.int64), np.zeros(0)))
+            from bioloop.tasks.tracking.metrics_ctc import overlap_counts
+
+            g_ids = self.gt.frames[frame].mask_ids
+            p_ids = self.pred.frames[frame].mask_ids
+            gl, rl, counts, g_count, r_count = overlap_counts(self.gt.read_labels(frame), self.pred.read_labels(frame))
             gi = {int(v): i for i, v in enumerate(g_ids)}
             pi = {int(v): i for i, v in enumerate(p_ids)}
+            inter = np.zeros((len(g_ids), len(p_ids)))
             for a, b, c in zip(gl.tolist(), rl.tolist(), counts.tolist()):
                 inter[gi[a], pi[b]] = c
-            g_count, r_count = np.bincount(g), np.bincount(r)
             g_size = g_count[np.asarray(g_ids, np.int64)].astype(float)
             p_size = r_count[np.asarray(p_ids, np.int64)].astype(float)
             iou = inter / np.maximum(g_size[:, None] + p_size[None, :] - inter, 1)
