@@ -120,7 +120,11 @@ def check_in_chans(cfg, settings, sequences, where: str) -> None:
 
 def inference_settings(cfg):
     """The dataset settings prediction crops with: test_dataset, else train_dataset."""
-    return cfg.dataset.test_dataset or cfg.dataset.train_dataset
+    settings = cfg.dataset.test_dataset or cfg.dataset.train_dataset
+    if settings is None:
+        raise ConfigError.at(_where(cfg, "dataset"), "prediction needs the crop settings of a test_dataset or "
+                             "train_dataset", fix=cfg.TRAIN_DATASET_FIX)
+    return settings
 
 
 def gtr_kwargs(cfg) -> dict:
@@ -215,6 +219,8 @@ class TrackingTask(Task):
         from bioloop.tasks.tracking.data import TrackingClips, make_clips
 
         settings = getattr(cfg.dataset, f"{split}_dataset")
+        if settings is None and split == "train":
+            raise ConfigError.at(_where(cfg, "dataset"), "needs a train_dataset", fix=cfg.TRAIN_DATASET_FIX)
         if settings is None:
             return None
         where = _where(cfg, f"dataset.{split}_dataset")
