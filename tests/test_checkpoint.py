@@ -300,11 +300,38 @@ def test_corrupt_manifest_is_named(tmp_path, text):
         manager.save_epoch(_state(), epoch=1, step=1, metrics={})
 
 
-def test_manifest_of_another_model_is_refused(tmp_path):
-    _manager(tmp_path).save_epoch(_state(), epoch=1, step=1, metrics={})
+def test_two_models_share_a_folder_with_a_manifest_keyed_by_model_name(tmp_path):
+    """The templates' runs/checkpoints/{model_name}_{epoch}.pth holds a second model without a fight."""
+    first = _manager(tmp_path)
+    first.save_epoch(_state(), epoch=1, step=1, metrics={"loss": 1.0})
+    single = _manifest(first)
+    assert single["model_name"] == "unet" and "models" not in single  # one model: the old layout
     other = CheckpointManager(tmp_path / "ckpt", model_name="resnet")
-    with pytest.raises(CheckpointError, match=r"belongs to another model \(got 'unet'\)"):
-        other.latest()
+    assert other.latest() is None and other.entries() == []
+    other.save_epoch(_state(), epoch=3, step=6, metrics={"loss": 0.5})
+    other.save_best(_state(), metric="loss", value=0.5, epoch=3, primary=True)
+    first.save_epoch(_state(), epoch=2, step=2, metrics={"loss": 0.9})
+    keyed = _manifest(first)["models"]
+    assert sorted(keyed) == ["resnet", "unet"]
+    assert [s["file"] for s in keyed["unet"]["snapshots"]] == ["unet_1.pth", "unet_2.pth"]
+    assert first.latest().name == "unet_2.pth" and first.best() is None
+    assert other.latest().name == "resnet_3.pth" and other.best().name == "resnet_best.pth"
+    # a template without {model_name} would make the second model overwrite the first one's files
+    clash = CheckpointManager(tmp_path / "ckpt", model_name="vit", filename_template="unet_{epoch}.pth")
+    with pytest.raises(CheckpointError, match=r"unet_2\.pth: this file belongs to model 'unet'.*\{model_name\}"):
+        clash.save_epoch(_state(), epoch=2, step=2, metrics={})
+    assert first.latest().name == "unet_2.pth"
+
+
+def test_old_single_model_manifest_stays_readable(tmp_path):
+    manager = _manager(tmp_path)
+    manager.directory.mkdir()
+    (manager.directory / "unet_4.pth").write_bytes(b"")
+    manager.manifest_path.write_text(json.dumps({"model_name": "unet", "snapshots": [
+        {"file": "unet_4.pth", "epoch": 4, "step": 8, "metrics": {}}], "best": {}, "latest": "unet_4.pth"}))
+    assert manager.latest().name == "unet_4.pth"
+    CheckpointManager(tmp_path / "ckpt", model_name="resnet").save_epoch(_state(), epoch=1, step=1, metrics={})
+    assert manager.latest().name == "unet_4.pth" and [e["epoch"] for e in manager.entries()] == [4]
 
 
 def test_custom_template_and_resave_of_same_epoch(tmp_path):

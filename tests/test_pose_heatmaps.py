@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from bioloop.errors import ConfigError, DataError
 from bioloop.tasks.pose.heatmaps import (
     DLC_LOCREF_STD,
+    confidence_radius,
     decode_heatmaps,
     decode_with_offsets,
     encode_offsets,
@@ -125,7 +127,48 @@ def test_decoding_logits_matches_decoding_maps():
     assert (xy_logits - kp).abs().max().item() < 0.1
     assert torch.allclose(xy_maps, xy_logits, atol=1e-3)
     assert conf_maps.min().item() > 0.8  # a confident Gaussian peaks near 1
-    assert torch.allclose(conf_logits, torch.sigmoid(torch.log(maps).amax((-2, -1)) + 3.0))
+    # logits: the softmax mass within floor(2 * sigma) = 3 pixels of the peak, the same as the maps' own mass
+    _, mass = decode_heatmaps(maps, 4, confidence="mass", sigma=1.5)
+    _, conf_logits = decode_heatmaps(torch.log(maps) + 3.0, 4, logits=True, sigma=1.5)
+    assert torch.allclose(conf_logits, mass, atol=1e-5)
+    assert conf_logits.min().item() > 0.8
+
+
+def _window_mass(sigma: float, radius: int) -> float:
+    """Hand formula: a sum-normalised Gaussian on a pixel centre is separable, so its mass in the
+    (2r+1)^2 window is (sum_{|d|<=r} g(d) / sum_all g(d))^2 (the grid is wide enough for the tails)."""
+    d = np.arange(-60, 61, dtype=np.float64)
+    g = np.exp(-d**2 / (2 * sigma**2))
+    return float((g[np.abs(d) <= radius].sum() / g.sum()) ** 2)
+
+
+@pytest.mark.parametrize("sigma, radius", [(0.5, 1), (1.25, 2), (1.5, 3), (2.0, 4)])
+def test_logit_confidence_is_the_softmax_mass_within_two_sigma(sigma, radius):
+    """Lightning Pose's confidence: the softmax probability within floor(2 sigma) pixels of the peak."""
+    assert confidence_radius(sigma) == radius
+    kp = torch.tensor([[[60.0, 40.0]]])  # stride 1: exactly on a pixel centre, far from the border
+    maps, _ = make_heatmaps(kp, (100, 120), 1, sigma, normalize="sum")
+    logits = torch.log(maps.double()) + 7.0  # any constant: softmax(logits) == maps
+    _, conf = decode_heatmaps(logits, 1, logits=True, sigma=sigma)
+    assert conf.item() == pytest.approx(_window_mass(sigma, radius), abs=1e-6)  # float32 maps
+    # by hand, sigma 1.5, r = 3: g(0..3) = 1, .8007, .4111, .1353 (sum over |d|<=3: 3.6942), tails
+    # g(4..7) = .02857, .00386, .00034, .00002 (both sides: .0656): (3.6942 / 3.7598)^2 = 0.9654
+    if sigma == 1.5:
+        assert conf.item() == pytest.approx(0.9654, abs=1e-4)
+
+
+def test_logit_confidence_is_low_for_flat_and_high_for_sharp_logits():
+    """Every kl/js likelihood used to be sigmoid(peak logit) = 1.0; now a flat map scores its window's share."""
+    flat = torch.full((1, 1, 32, 40), 25.0)  # large logits, but no peak at all
+    _, conf = decode_heatmaps(flat, 2, logits=True, sigma=1.25)
+    # the argmax of a flat map is the corner pixel: (r+1)^2 = 9 in-image pixels of 32 * 40
+    assert conf.item() == pytest.approx(9 / (32 * 40))
+    sharp = flat.clone()
+    sharp[0, 0, 10, 12] = 60.0
+    _, conf = decode_heatmaps(sharp, 2, logits=True, sigma=1.25)
+    assert conf.item() > 0.99
+    with pytest.raises(DataError, match="logit maps .* no absolute peak scale"):
+        decode_heatmaps(flat, 2, logits=True, confidence="peak")
 
 
 def test_decoding_uses_the_full_hessian_for_tilted_peaks():
@@ -144,8 +187,8 @@ def test_confidence_is_low_for_uniform_and_zero_maps():
         xy, conf = decode_heatmaps(maps, 4)
         assert torch.isfinite(xy).all()
         assert conf[0, 0].item() == pytest.approx(low) and conf[0, 1].item() > 0.9
-    _, mass = decode_heatmaps(uniform, 4, confidence="mass")
-    # a flat map's argmax is the corner pixel: 4 in-image pixels of its 3x3 window, of 100
+    _, mass = decode_heatmaps(uniform, 4, confidence="mass", sigma=0.5)
+    # a flat map's argmax is the corner pixel: 4 in-image pixels of its 3x3 window (radius 1), of 100
     assert mass[0, 0].item() == pytest.approx(4 / 100)
     assert 0.7 < mass[0, 1].item() <= 1
 

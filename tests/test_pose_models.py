@@ -113,6 +113,15 @@ def test_select_more_confident_picks_higher_peak():
     sf[0, 1, 2, 2], mf[0, 1, 0, 1] = 0.2, 0.7  # keypoint 1: context wins
     best = select_more_confident(sf, mf)
     assert torch.equal(best[0, 0], sf[0, 0]) and torch.equal(best[0, 1], mf[0, 1])
+    # logits (kl/js): the map with more softmax mass near its peak wins, not the higher raw score
+    # 9x9 maps, 3x3 window: two far peaks of 5 hold (e^5 + 8) / (2 e^5 + 79) = 0.416 near the argmax,
+    # one peak of 4 holds (e^4 + 8) / (e^4 + 80) = 0.465
+    split = torch.zeros(1, 1, 9, 9)
+    split[0, 0, 1, 1] = split[0, 0, 7, 7] = 5.0
+    single = torch.zeros(1, 1, 9, 9)
+    single[0, 0, 4, 4] = 4.0
+    assert torch.equal(select_more_confident(split, single, logits=True, sigma=0.5), single)
+    assert torch.equal(select_more_confident(single, split, logits=True, sigma=0.5), single)
     with pytest.raises(DataError, match="same shape"):
         select_more_confident(sf, mf[:, :1])
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -83,18 +85,25 @@ def test_sigterm_saves_mid_epoch_and_resume_matches(seg_config, tmp_path):
 
     cfg = seg_config("stopped.py", epochs=2, ipe=30, extra="model_save_path='s/{model_name}_{epoch}.pth'\n"
                      "logs_save_path='s/logs'\nlogger = {'log_every_n_steps': 1}\n")
-    proc = _bioloop("train", cfg)
+    # started with -s load_model=None (a fresh run): the printed hint must resume, not start over
+    proc = _bioloop("train", cfg, "-s", "load_model=None", "-s", "epochs=2")
     csv = tmp_path / "s" / "logs" / "metrics.csv"
     _wait_for(lambda: csv.exists() and csv.read_text().count("train/loss") >= 3, proc)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out
-    assert "interrupted by signal 15" in out and "resume with `bioloop train" in out
+    assert "interrupted by signal 15" in out
+    hint = re.search(r"resume with `(bioloop train [^`]+)`", out)
+    assert hint, out
+    command = shlex.split(hint.group(1))
+    assert "load_model=None" not in command and command[-2:] == ["-s", "load_model=latest"]
+    assert "epochs=2" in command  # the other overrides are kept
     assert (tmp_path / "s" / "2d_unet_interrupted.pth").is_file()
 
-    proc = _bioloop("train", cfg, "-q")
+    proc = _bioloop(*command[1:])  # the printed command, as the user would paste it
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
+    assert "resuming from" in out and "2d_unet_interrupted.pth" in out
     a, b = _weights(tmp_path / "f" / "2d_unet_2.pth"), _weights(tmp_path / "s" / "2d_unet_2.pth")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -109,3 +118,18 @@ def test_two_process_ddp_ends_with_identical_weights(seg_config, tmp_path):
     sums = record["result"]["rank_weight_checksums"]
     assert len(sums) == 2 and sums[0] == sums[1]
     assert record["result"]["optimizer_steps"] == 4
+
+
+@pytest.mark.parametrize("in_file, overrides, expected", [
+    ("", [], []),  # load_model = 'latest' is the default: the plain command resumes
+    ("", ["load_model=None", "epochs=3"], ["-s", "epochs=3", "-s", "load_model=latest"]),
+    ("", ["load_model = 'best'"], ["-s", "load_model=latest"]),
+    ("load_model = None\n", ["epochs=3"], ["-s", "epochs=3", "-s", "load_model=latest"]),  # the file's None loses
+])
+def test_resume_command_resumes_whatever_load_model_was(seg_config, in_file, overrides, expected):
+    from bioloop.config.loader import load_config
+    from bioloop.engine.resume import resume_command
+
+    path = seg_config("hint.py", extra=in_file)
+    command = shlex.split(resume_command(load_config(path, overrides)))
+    assert command == ["bioloop", "train", str(path.resolve()), *expected]

@@ -114,7 +114,8 @@ class CheckpointManager:
 
     The manifest (``manifest.json``) records every snapshot with its metrics, the best
     file per metric and the latest resumable file; it is the source of truth for
-    :meth:`latest` and :meth:`best`.
+    :meth:`latest` and :meth:`best`. Several models may share a folder: the manifest then
+    keeps one record per model name.
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class CheckpointManager:
     ) -> Path:
         """Write the epoch snapshot, make it the latest, drop the interrupt file, prune."""
         name = self.filename_template.format(model_name=self.model_name, epoch=epoch, step=step)
+        self._claim(name)
         path = save_atomic(state, self.directory / name)
         manifest = self._read_manifest()
         snapshots = [s for s in manifest["snapshots"] if s["file"] != name]
@@ -177,6 +179,7 @@ class CheckpointManager:
         """Write the best file for ``metric`` (``{model_name}_best.pth`` when primary)."""
         name = f"{self.model_name}_best.pth" if primary else (
             f"{self.model_name}_best_{_sanitise(metric)}.pth")
+        self._claim(name)
         path = save_atomic(state, self.directory / name)
         manifest = self._read_manifest()
         best = {m: e for m, e in manifest["best"].items() if e.get("file") != name}
@@ -199,6 +202,7 @@ class CheckpointManager:
     def save_interrupt(self, state: dict, *, epoch: int, step: int) -> Path:
         """Write a mid-epoch checkpoint and make it the latest (resume starts from it)."""
         name = self.interrupt_file
+        self._claim(name)
         path = save_atomic(state, self.directory / name)
         manifest = self._read_manifest()
         manifest.update(
@@ -210,12 +214,15 @@ class CheckpointManager:
 
     def latest(self) -> Path | None:
         """The most recently written resumable checkpoint, or None for a fresh folder."""
-        if not self.manifest_path.exists():
+        if not self._has_record():
             orphans = self._orphan_checkpoints()
             if orphans:
                 raise CheckpointError.at(
                     self.manifest_path,
-                    f"the manifest is missing but the folder holds {len(orphans)} checkpoint(s)",
+                    f"the manifest is missing but the folder holds {len(orphans)} checkpoint(s)"
+                    if not self.manifest_path.exists() else
+                    f"the manifest has no record of {self.model_name!r} but the folder holds "
+                    f"{len(orphans)} of its checkpoint(s)",
                     got=[p.name for p in orphans[-_LIST_LIMIT:]],
                     fix=f"pass the file to resume from explicitly: load_model = '{orphans[-1]}'",
                 )
@@ -253,21 +260,27 @@ class CheckpointManager:
             )
         return path
 
-    def _read_manifest(self) -> dict:
+    # The manifest of a folder with one model is that model's record (``model_name``, ``snapshots``,
+    # ``best``, ``latest``, ``interrupted`` at the top). When a second model saves into the same
+    # folder, the file becomes ``{"models": {name: record, ...}}``, keyed by model name; both layouts
+    # are read, so manifests written before this layout existed stay valid.
+
+    def _read_file(self) -> dict | None:
         path = self.manifest_path
         if not path.exists():
-            return {"model_name": self.model_name, "snapshots": [], "best": {},
-                    "latest": None, "interrupted": None}
+            return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, found {type(data).__name__}")
-            for key, kind in (("snapshots", list), ("best", dict)):
-                if not isinstance(data.get(key), kind):
-                    raise ValueError(f"'{key}' must be a JSON {kind.__name__}")
-            if not all(isinstance(s, dict) and isinstance(s.get("file"), str)
-                       for s in data["snapshots"]):
-                raise ValueError("every snapshot needs a 'file'")
+            if "models" in data:
+                if not isinstance(data["models"], dict):
+                    raise ValueError("'models' must be a JSON object")
+                records = list(data["models"].values())
+            else:
+                records = [data]
+            for record in records:
+                _check_record(record)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise CheckpointError.at(
                 path,
@@ -275,21 +288,53 @@ class CheckpointManager:
                 fix="repair or delete it and pass the checkpoint to resume explicitly "
                 "as load_model",
             ) from exc
-        if data.get("model_name", self.model_name) != self.model_name:
-            raise CheckpointError.at(
-                path,
-                "the manifest belongs to another model",
-                got=data.get("model_name"),
-                fix=f"set model_name back to {data.get('model_name')!r} or use another "
-                f"model_save_path for {self.model_name!r}",
-            )
+        return data
+
+    def _records(self) -> dict[str, dict]:
+        """Every model's record in the manifest, by model name."""
+        data = self._read_file()
+        if data is None:
+            return {}
+        if "models" in data:
+            return dict(data["models"])
+        return {data.get("model_name", self.model_name): data}
+
+    def _has_record(self) -> bool:
+        return self.model_name in self._records()
+
+    def _read_manifest(self) -> dict:
+        data = self._records().get(self.model_name)
+        if data is None:
+            return {"model_name": self.model_name, "snapshots": [], "best": {},
+                    "latest": None, "interrupted": None}
         data.setdefault("latest", None)
         data.setdefault("interrupted", None)
         return data
 
+    def _claim(self, name: str) -> None:
+        """Refuse to write ``name`` when the manifest lists it for another model (a shared template)."""
+        for model, record in self._records().items():
+            if model == self.model_name:
+                continue
+            files = {s["file"] for s in record["snapshots"]} | {e.get("file") for e in record["best"].values()}
+            files |= {record.get("latest"), (record.get("interrupted") or {}).get("file")}
+            if name in files:
+                raise CheckpointError.at(
+                    self.directory / name, f"this file belongs to model {model!r} in the same folder",
+                    got=self.model_name,
+                    fix="put {model_name} in the file name of model_save_path, or give this model its own folder")
+
     def _write_manifest(self, manifest: dict) -> None:
         manifest["model_name"] = self.model_name
-        text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+        records = self._records()
+        if set(records) - {self.model_name}:  # several models share the folder: keyed by model name
+            records[self.model_name] = manifest
+            for name, record in records.items():
+                record["model_name"] = name
+            data = {"models": dict(sorted(records.items()))}
+        else:
+            data = manifest
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
         _write_atomic(self.manifest_path, lambda handle: handle.write(text), binary=False)
 
     def _prune(self, manifest: dict) -> list[str]:
@@ -319,6 +364,17 @@ class CheckpointManager:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _check_record(record: Any) -> None:
+    """One model's manifest record: raises ValueError naming what is malformed."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a model's record must be a JSON object, found {type(record).__name__}")
+    for key, kind in (("snapshots", list), ("best", dict)):
+        if not isinstance(record.get(key), kind):
+            raise ValueError(f"'{key}' must be a JSON {kind.__name__}")
+    if not all(isinstance(s, dict) and isinstance(s.get("file"), str) for s in record["snapshots"]):
+        raise ValueError("every snapshot needs a 'file'")
 
 
 def _write_atomic(path: Path, write: Callable[[IO], Any], *, binary: bool) -> Path:

@@ -57,6 +57,29 @@ def weights_state(state: dict[str, Any]) -> dict[str, Any]:
     return {k: state[k] for k in WEIGHTS_KEYS if k in state}
 
 
+def resume_command(cfg) -> str:
+    """The ``bioloop train`` command that continues this run from its latest checkpoint.
+
+    The original ``-s`` overrides are repeated except ``load_model`` ones: a ``-s load_model=None``
+    (or a file, or 'best') would start over instead of resuming. When the run did not already
+    resume from 'latest', ``-s load_model=latest`` is added, which also wins over the file's value.
+    """
+    import shlex
+
+    source = cfg.source
+    config = str(source.path) if source and source.path else "CONFIG"
+    kept = []
+    dropped = False
+    for text in (source.overrides if source else ()):
+        if text.split("=", 1)[0].strip() == "load_model":
+            dropped = True
+        else:
+            kept.append(text)
+    if dropped or cfg.load_model != "latest":
+        kept.append("load_model=latest")
+    return " ".join(["bioloop", "train", shlex.quote(config), *(f"-s {shlex.quote(o)}" for o in kept)])
+
+
 def find_resume_checkpoint(cfg, manager, where: str) -> Path | None:
     """The checkpoint ``load_model`` asks for, or None to start fresh."""
     choice = cfg.load_model

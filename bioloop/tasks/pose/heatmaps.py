@@ -20,7 +20,7 @@ import torch
 from bioloop.config.structure import did_you_mean as _did_you_mean
 from bioloop.errors import ConfigError, DataError
 
-__all__ = ["DLC_LOCREF_STD", "soft_argmax", "decode_heatmaps", "decode_with_offsets", "encode_offsets",
+__all__ = ["DLC_LOCREF_STD", "confidence_radius", "heatmap_confidence", "soft_argmax", "decode_heatmaps", "decode_with_offsets", "encode_offsets",
            "heatmap_loss", "heatmap_size", "make_heatmaps", "to_heatmap_coords",
            "to_input_coords"]
 
@@ -196,38 +196,71 @@ def _check_maps(heatmaps: torch.Tensor, name: str = "heatmaps") -> torch.Tensor:
     return heatmaps
 
 
+def confidence_radius(sigma: float) -> int:
+    """Half-width (heatmap pixels) of the window whose probability mass is the confidence.
+
+    Lightning Pose sums the normalised heatmap over the pixels within two standard deviations of
+    the prediction (``floor(2 * sigma)``); at least 1, so a window is never a single pixel.
+    """
+    return max(1, int(math.floor(2.0 * float(sigma))))
+
+
+def _pick_confidence(confidence, logits: bool) -> str:
+    if confidence is None:
+        return "mass" if logits else "peak"
+    confidence = _choice("heatmap confidence", confidence, _CONFIDENCE)
+    if confidence == "peak" and logits:
+        raise DataError.at("heatmap confidence", "logit maps (kl/js models) have no absolute peak scale",
+                           got=confidence, fix="use confidence='mass' (the default for logits)")
+    return confidence
+
+
 def _confidence(maps: torch.Tensor, logits: bool, mode: str, rows: torch.Tensor,
-                cols: torch.Tensor) -> torch.Tensor:
-    if mode == "peak":
-        peak = maps.flatten(-2).amax(dim=-1)
-        conf = torch.sigmoid(peak) if logits else peak
+                cols: torch.Tensor, sigma: float) -> torch.Tensor:
+    if mode == "peak":  # peak-normalised maps: the target's maximum is 1
+        conf = maps.flatten(-2).amax(dim=-1)
     else:
+        work = maps.double()
         if logits:
-            prob = torch.softmax(maps.flatten(-2), dim=-1).reshape(maps.shape)
+            prob = torch.softmax(work.flatten(-2), dim=-1).reshape(maps.shape)
         else:
-            pos = maps.clamp_min(0)
+            pos = work.clamp_min(0)
             prob = pos / pos.sum(dim=(-2, -1), keepdim=True).clamp_min(_TINY)
-        vals, inside, _, _ = _window(prob, rows, cols, 1)
-        conf = torch.where(inside, vals, torch.zeros_like(vals)).sum(dim=(-2, -1))
+        vals, inside, _, _ = _window(prob, rows, cols, confidence_radius(sigma))
+        conf = torch.where(inside, vals, torch.zeros_like(vals)).sum(dim=(-2, -1)).to(maps.dtype)
     return conf.clamp(0, 1)
 
 
+def heatmap_confidence(heatmaps: torch.Tensor, *, logits: bool = False, confidence: str | None = None,
+                       sigma: float = 1.25) -> torch.Tensor:
+    """The (B, K) confidence in [0, 1] that ``decode_heatmaps`` reports, without decoding positions."""
+    maps = _check_maps(heatmaps).detach()
+    mode = _pick_confidence(confidence, logits)
+    rows, cols = _argmax(maps)
+    return _confidence(maps, logits, mode, rows, cols, sigma)
+
+
 def decode_heatmaps(heatmaps: torch.Tensor, stride: int, *, logits: bool = False,
-                    confidence: str = "peak") -> tuple[torch.Tensor, torch.Tensor]:
+                    confidence: str | None = None, sigma: float = 1.25) -> tuple[torch.Tensor, torch.Tensor]:
     """Subpixel keypoints (B, K, 2) in input pixels and a confidence (B, K) in [0, 1].
 
     The peak is refined with a second-order Taylor step on the log map around the argmax
     (DARK; exact for Gaussian maps, including border pixels). Where the log map is not
     peaked there (flat plateaus, zero or uniform maps) a 5x5 local soft-argmax is used.
     ``logits=True``: the maps are raw scores whose spatial softmax is the distribution
-    (its log is the scores up to a constant). ``confidence="peak"``: the map's maximum
-    (``sigmoid`` of the maximum score for logits), clipped to [0, 1] — about 1 for a
-    confident peak-normalised Gaussian; ``"mass"``: the probability mass of the
-    sum-normalised (softmaxed for logits) map in the 3x3 pixels around the argmax.
+    (its log is the scores up to a constant).
+
+    Confidence, in [0, 1], as the field defines it. ``"peak"`` (the default for peak-normalised
+    maps, the mse models; DeepLabCut's score): the map's maximum, clipped — about 1 for a
+    confident Gaussian, near 0 for a flat map. ``"mass"`` (the default, and the only choice, for
+    logits, the kl/js models; Lightning Pose's): the probability mass of the softmaxed
+    (sum-normalised, for maps) heatmap within ``confidence_radius(sigma)`` pixels of the argmax,
+    ``sigma`` being the target's width in heatmap pixels — about 0.9 for a sharp peak, the
+    window's share of the pixels for a uniform map (an absent or hidden keypoint).
     """
     heatmaps = _check_maps(heatmaps)
     stride = _check_stride(stride)
-    confidence = _choice("heatmap confidence", confidence, _CONFIDENCE)
+    confidence = _pick_confidence(confidence, logits)
     maps = heatmaps.detach()
     rows, cols = _argmax(maps)
     work = maps.double()
@@ -243,7 +276,7 @@ def decode_heatmaps(heatmaps: torch.Tensor, stride: int, *, logits: bool = False
         fx, fy = _centroid(local, rows, cols)
         x, y = torch.where(ok, x, fx), torch.where(ok, y, fy)
     xy = to_input_coords(torch.stack([x, y], dim=-1), stride).to(heatmaps.dtype)
-    return xy, _confidence(maps, logits, confidence, rows, cols)
+    return xy, _confidence(maps, logits, confidence, rows, cols, sigma)
 
 
 def encode_offsets(keypoints, image_size: Sequence[int], stride: int, radius: float,
@@ -277,15 +310,15 @@ def encode_offsets(keypoints, image_size: Sequence[int], stride: int, radius: fl
 
 def decode_with_offsets(heatmaps: torch.Tensor, offsets: torch.Tensor, stride: int,
                         locref_std: float = DLC_LOCREF_STD, *, logits: bool = False,
-                        confidence: str = "peak") -> tuple[torch.Tensor, torch.Tensor]:
+                        confidence: str | None = None, sigma: float = 1.25) -> tuple[torch.Tensor, torch.Tensor]:
     """DLC decoding: argmax pixel centre + its (dx, dy) offset * locref_std, in input pixels.
 
-    ``offsets`` is (B, 2K, Hh, Wh) laid out as by ``encode_offsets``; ``logits`` and
-    ``confidence`` are as in ``decode_heatmaps``.
+    ``offsets`` is (B, 2K, Hh, Wh) laid out as by ``encode_offsets``; ``logits``,
+    ``confidence`` and ``sigma`` are as in ``decode_heatmaps``.
     """
     heatmaps = _check_maps(heatmaps)
     stride = _check_stride(stride)
-    confidence = _choice("heatmap confidence", confidence, _CONFIDENCE)
+    confidence = _pick_confidence(confidence, logits)
     b, k, h, w = heatmaps.shape
     if tuple(_check_maps(offsets, "offsets").shape) != (b, 2 * k, h, w):
         raise DataError.at("offsets", "offset maps must have shape (batch, 2*keypoints, H, W) "
@@ -297,7 +330,7 @@ def decode_with_offsets(heatmaps: torch.Tensor, offsets: torch.Tensor, stride: i
     off = offsets.detach().reshape(b, k, 2, h * w).gather(-1, lin)[..., 0]  # (B, K, 2)
     centre = to_input_coords(torch.stack([cols, rows], dim=-1).to(off.dtype), stride)
     xy = (centre + off * locref_std).to(heatmaps.dtype)
-    return xy, _confidence(maps, logits, confidence, rows, cols)
+    return xy, _confidence(maps, logits, confidence, rows, cols, sigma)
 
 
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,

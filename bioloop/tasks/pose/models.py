@@ -249,8 +249,10 @@ class HeatmapMHCRNN(nn.Module):
                 "heatmaps_mf": _fit(self.head_mf(torch.cat([h_f, h_b], 1)), size)}
 
 
-def select_more_confident(sf: torch.Tensor, mf: torch.Tensor) -> torch.Tensor:
-    """Per (sample, keypoint), the map among ``sf``/``mf`` (B, K, H, W) with the higher peak.
+def select_more_confident(sf: torch.Tensor, mf: torch.Tensor, *, logits: bool = False,
+                          sigma: float = 1.25) -> torch.Tensor:
+    """Per (sample, keypoint), the map among ``sf``/``mf`` (B, K, H, W) with the higher confidence
+    (``heatmaps.heatmap_confidence``: the peak of mse maps, the mass near the peak for logits).
 
     Ties keep the static map.
     """
@@ -258,7 +260,12 @@ def select_more_confident(sf: torch.Tensor, mf: torch.Tensor) -> torch.Tensor:
         raise DataError.at("select_more_confident", "both heatmaps must be (B, K, H, W) of the "
                            "same shape", got=(tuple(sf.shape), tuple(mf.shape)),
                            fix="pass the model's heatmaps_sf and heatmaps_mf")
-    use_mf = mf.amax(dim=(-2, -1)) > sf.amax(dim=(-2, -1))
+    from bioloop.tasks.pose.heatmaps import heatmap_confidence
+
+    def score(maps):
+        return heatmap_confidence(maps, logits=logits, sigma=sigma)
+
+    use_mf = score(mf) > score(sf)
     return torch.where(use_mf[..., None, None], mf, sf)
 
 

@@ -32,14 +32,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CONTEXT = 2  # heatmap_mhcrnn sees frames t-2..t+2
 
 
-def combine_context_heatmaps(out: dict) -> dict:
+def combine_context_heatmaps(out: dict, *, logits: bool = False, sigma: float = 1.25) -> dict:
     """``{"heatmaps": ...}`` from a context model's output: per keypoint the more confident of the
-    static (``heatmaps_sf``) and context (``heatmaps_mf``) maps; other outputs pass through."""
+    static (``heatmaps_sf``) and context (``heatmaps_mf``) maps (``logits``/``sigma`` as in
+    ``heatmaps.heatmap_confidence``); other outputs pass through."""
     if "heatmaps_sf" not in out:
         return out
     from bioloop.tasks.pose.models import select_more_confident
 
-    return {"heatmaps": select_more_confident(out["heatmaps_sf"], out["heatmaps_mf"])}
+    return {"heatmaps": select_more_confident(out["heatmaps_sf"], out["heatmaps_mf"], logits=logits, sigma=sigma)}
 
 
 def is_context_model(model, extras: dict | None = None) -> bool:
@@ -300,7 +301,7 @@ def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, sa
             for _, sizes, tensor in prefetch(_prepared(batches), depth=2):
                 tensor = tensor.to(device, non_blocking=True)
                 out_maps = core.forward_sequence(tensor) if sequence else model(tensor)
-                xy, c = task.decode(model, combine_context_heatmaps(out_maps) if context else out_maps)
+                xy, c = task.decode(model, out_maps)  # a context model keeps its more confident map
                 for p, hw in zip(xy.cpu().numpy(), sizes):
                     keypoints.append(unresize_keypoints(p, hw, dims))
                 confidence.append(c.cpu().numpy())

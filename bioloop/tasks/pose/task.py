@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bioloop.errors import ConfigError
-from bioloop.tasks.base import config_where as _where, infer_mode
+from bioloop.tasks.base import Task, config_where as _where
 from bioloop.tasks.pose.config import PoseConfig
 
 
@@ -36,13 +36,15 @@ def load_labels(cfg):
                            where=cfg.source.name if cfg.source else "config")
 
 
-class PoseTask:
+def _heatmap_kind(core) -> tuple[bool, float]:
+    """(the maps are logits (kl/js), the target sigma in heatmap pixels) of a built pose model."""
+    return bool(getattr(core, "heatmap_logits", False)), float(getattr(core, "heatmap_sigma", 1.25))
+
+
+class PoseTask(Task):
     name = "pose"
     Config = PoseConfig
     default_key_metric = "pixel_error/mean"
-
-    def metric_mode(self, metric: str) -> str:
-        return infer_mode(metric)
 
     # ------------------------------------------------------------ model and loss
     def _num_keypoints(self, cfg) -> int:
@@ -64,6 +66,7 @@ class PoseTask:
             model = build_lp_model(cfg.model_type, cfg.backbone, k, cfg.downsample_factor, cfg.pretrained,
                                    locref=cfg.locref, seed=cfg.rng_seed_model_pt, where=_where(cfg, "model"))
         model.heatmap_logits = cfg.heatmap_loss_type != "mse"  # kl/js heads output logits
+        model.heatmap_sigma = cfg.heatmap_sigma  # sets the window of the kl/js confidence
         return model
 
     def build_loss(self, cfg):
@@ -196,18 +199,19 @@ class PoseTask:
             kp = out["keypoints"].float()
             return kp, torch.ones(kp.shape[:2], device=kp.device)
         core = self._core(model)
-        maps = self._combined(out).float()
-        logits = bool(getattr(core, "heatmap_logits", False))
-        _, conf = decode_heatmaps(maps.detach(), core.stride, logits=logits)
+        maps = self._combined(model, out).float()
+        logits, sigma = _heatmap_kind(core)
+        _, conf = decode_heatmaps(maps.detach(), core.stride, logits=logits, sigma=sigma)
         return soft_argmax(maps, core.stride, logits=logits), conf
 
     @staticmethod
-    def _combined(out: dict) -> torch.Tensor:
+    def _combined(model, out: dict) -> torch.Tensor:
         """The heatmaps to decode; the temporal context model keeps its more confident map."""
         if "heatmaps_mf" in out:
             from bioloop.tasks.pose.models import select_more_confident
 
-            return select_more_confident(out["heatmaps_sf"], out["heatmaps_mf"])
+            logits, sigma = _heatmap_kind(PoseTask._core(model))
+            return select_more_confident(out["heatmaps_sf"], out["heatmaps_mf"], logits=logits, sigma=sigma)
         return out["heatmaps"]
 
     def decode(self, model, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,10 +222,11 @@ class PoseTask:
             kp = out["keypoints"].float()
             return kp, torch.ones(kp.shape[:2], device=kp.device)
         core = self._core(model)
-        maps = self._combined(out).float()
+        maps = self._combined(model, out).float()
+        logits, sigma = _heatmap_kind(core)
         if "offsets" in out:
-            return decode_with_offsets(maps, out["offsets"].float(), core.stride)
-        return decode_heatmaps(maps, core.stride, logits=bool(getattr(core, "heatmap_logits", False)))
+            return decode_with_offsets(maps, out["offsets"].float(), core.stride, logits=logits, sigma=sigma)
+        return decode_heatmaps(maps, core.stride, logits=logits, sigma=sigma)
 
     def validation_step(self, model, batch, loss_fn, cfg) -> dict[str, Any]:
         from bioloop.tasks.pose.data import unresize_keypoints
