@@ -90,9 +90,49 @@ def load_sequences(settings, where: str, base: Path) -> list[TrackSequence]:
         raise ConfigError.at(where, "names no data", fix="set slp_files (+ video_files), tracks (+ videos) or dir")
     out = []
     for labels, video in pairs:
-        out += read_labels_file(labels, video, settings.source_format, where=f"{where} ({labels})",
+        seqs = read_labels_file(labels, video, settings.source_format, where=f"{where} ({labels})",
                                 gt_list=settings.gt_list)
+        check_training_labels(seqs, labels, where=f"{where} ({labels})", gt_list=settings.gt_list)
+        out += seqs
     return out
+
+
+def check_training_labels(seqs: list[TrackSequence], labels: str, *, where: str, gt_list: str | None = None) -> None:
+    """Ground truth fit to learn from: a CTC folder passes ``check_ctc``; instances carry tracks.
+
+    No instance with a track: an error naming the file and the count (the association loss would be
+    exactly 0). Some without: one printed line saying how many the loss ignores (id -1 is never
+    anyone's target, so such an instance teaches nothing; it still appears as a distractor)."""
+    import sys
+
+    from bioloop.errors import DataError
+
+    for seq in seqs:
+        if seq.read_labels is None:
+            continue
+        if gt_list is not None:
+            print(f"{where}: the CTC masks are not checked against gt_list {gt_list} (check_ctc reads the "
+                  f"man_track.txt beside the masks)", file=sys.stderr, flush=True)
+            continue
+        from bioloop.tasks.tracking.io import check_ctc
+
+        problems = check_ctc(seq.source)
+        if problems:
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise DataError.at(where, f"this Cell Tracking Challenge ground truth fails the consistency checks"
+                               f"{more}", got=problems[:5], fix="make every mask label one segment listed in "
+                               "man_track.txt with its frames (relabel a track that reappears after a gap)")
+    ids = [f.track_ids for s in seqs for f in s.frames if len(f)]
+    ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    missing = int((ids < 0).sum())
+    if missing and missing == len(ids):
+        raise DataError.at(labels, f"none of its {len(ids)} instances has a track, so there is nothing to learn "
+                           "(the association loss would be exactly 0)", got=f"{missing} untracked",
+                           fix="proofread the tracks in SLEAP (or track it with bioloop predict and correct that), "
+                           "then train on the tracked file")
+    if missing:
+        print(f"{where}: {missing} of {len(ids)} instances have no track; the association loss ignores them "
+              f"(they only appear as other instances)", file=sys.stderr, flush=True)
 
 
 def crop_channels(sequences: list[TrackSequence]) -> int:
