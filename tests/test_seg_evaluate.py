@@ -98,11 +98,50 @@ def test_integer_predictions_with_several_ids_get_instance_scores(tmp_path):
     assert s["instance_precision/mito"] == 1.0 and s["instance_recall/mito"] == pytest.approx(2 / 3)
     assert s["normalized_hausdorff/mito"] == pytest.approx(2 * 1.01 ** (-8 / math.sqrt(3 * 64)) / 3)
     assert s["iou/mito"] == pytest.approx(20 / 36)  # semantic scores from label > 0: TP 20, FP 4, FN 12
-    assert "PQ" in result["table"] and "NHD" in result["table"]
+    assert "PQ" in result["table"] and "NHD" in result["table"] and "VOI split" in result["table"]
+    from skimage.metrics import adapted_rand_error, variation_of_information
+
+    gt_ids, pred_ids = open_volume(f"{truth}/mito").read((0, 0, 0), (1, 4, 10)), open_volume(f"{prediction}/mito").read(
+        (0, 0, 0), (1, 4, 10))
+    split, merge = variation_of_information(gt_ids, pred_ids)
+    assert s["voi_split/mito"] == pytest.approx(split) and s["voi_merge/mito"] == pytest.approx(merge)
+    assert s["voi/mito"] == pytest.approx(split + merge) == s["voi_mean"]
+    assert s["arand_error/mito"] == pytest.approx(adapted_rand_error(gt_ids, pred_ids)[0]) == s["arand_error_mean"]
     row = next(csv.DictReader(open(report.with_suffix(".csv"))))
     assert row["kind"] == "instance" and float(row["f1"]) == pytest.approx(0.8) and row["n_truth"] == "3"
     semantic = evaluate(_cfg(), prediction=prediction, truth=truth, kind="semantic", show_progress=False)
     assert semantic["kinds"] == {"mito": "semantic"} and "f1/mito" not in semantic["scores"]
+
+
+def test_a_label_image_is_truth_directly(tmp_path):
+    import tifffile
+    import zarr
+
+    prediction, crop = _instance_case(tmp_path)
+    from_group = evaluate(_cfg(["mito"]), prediction=prediction, truth=crop, show_progress=False)["scores"]
+    ids = open_volume(f"{crop}/mito").read((0, 0, 0), (1, 4, 10))
+    # a tif of instance ids without voxel size (the config's is used), and the same as a plain 2D zarr array
+    tifffile.imwrite(tmp_path / "labels.tif", ids[0])
+    zarr.create_array(str(tmp_path / "labels.zarr"), data=ids[0])
+    cfg = _cfg(["mito"], input_array_info=SimpleNamespace(shape=(1, 4, 4), scale=SCALE))
+    for truth in (tmp_path / "labels.tif", tmp_path / "labels.zarr"):
+        result = evaluate(cfg, prediction=prediction, truth=str(truth), show_progress=False)
+        assert result["kinds"] == {"mito": "instance"}
+        assert result["scores"] == pytest.approx(from_group)
+    # class ids: one image labels both classes (1 = nuc, 2 = mito); each class is scored against its own mask
+    classes = np.zeros((1, 4, 10), np.uint8)
+    classes[0, :, :5], classes[0, :, 6:] = 1, 2
+    tifffile.imwrite(tmp_path / "classes.tif", classes)
+    _image(tmp_path / "p.zarr/nuc", (classes == 1).astype(np.float32))
+    _image(tmp_path / "p.zarr/mito", (classes == 2).astype(np.float32) * 0.4)  # below the threshold
+    cfg = _cfg(["nuc", "mito"], input_array_info=SimpleNamespace(shape=(1, 4, 4), scale=SCALE),
+               label_layout="class_ids", class_ids={"nuc": 1, "mito": 2})
+    s = evaluate(cfg, prediction=str(tmp_path / "p.zarr"), truth=str(tmp_path / "classes.tif"),
+                 show_progress=False)["scores"]
+    assert s["iou/nuc"] == 1.0 and s["iou/mito"] == 0.0 and s["recall/mito"] == 0.0
+    with pytest.raises(DataError, match=r"classes.tif: one label image holds the truth of 2 classes.*label_layout"):
+        evaluate(_cfg(["nuc", "mito"]), prediction=str(tmp_path / "p.zarr"), truth=str(tmp_path / "classes.tif"),
+                 show_progress=False)
 
 
 def test_processed_labels_are_scored_as_instances_even_with_one_object(tmp_path):

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from bioloop.tasks.segmentation.instance_metrics import (hausdorff_distance, instance_counts, instance_scores,
-                                                         match_instances, pool_instance_counts,
-                                                         scores_from_instance_counts, semantic_counts,
-                                                         semantic_scores)
+from bioloop.tasks.segmentation.instance_metrics import (adapted_rand, hausdorff_distance, instance_counts,
+                                                         instance_scores, match_instances, pool_instance_counts,
+                                                         pool_segmentation_counts, scores_from_instance_counts,
+                                                         scores_from_segmentation_counts, segmentation_counts,
+                                                         semantic_counts, semantic_scores, voi)
 
 SCORES = ("precision", "recall", "f1", "rq", "sq", "mean_matched_iou", "pq", "normalized_hausdorff")
 
@@ -129,3 +130,83 @@ def test_semantic_counts_and_scores():
 def test_shapes_must_agree():
     with pytest.raises(ValueError, match="same shape"):
         match_instances(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+# ----------------------------------------------------------------------------- VOI and adapted Rand
+
+
+def test_voi_and_adapted_rand_golden_split():
+    truth = _row([1, 1, 1, 1])
+    pred = _row([1, 1, 2, 2])  # the one object cut in two halves
+    v = voi(pred, truth)
+    # H(pred | truth) = 1 bit (each half is a coin flip inside the object); H(truth | pred) = 0
+    assert v == {"split": pytest.approx(1.0), "merge": pytest.approx(0.0)}
+    assert voi(truth, pred) == {"split": pytest.approx(0.0), "merge": pytest.approx(1.0)}  # roles swap
+    a = adapted_rand(pred, truth)
+    # same-segment ordered pairs: both P = 2*2 + 2*2 - 4 = 4, truth T = 16 - 4 = 12, pred S = 4
+    assert a == {"error": pytest.approx(0.5), "precision": pytest.approx(1.0), "recall": pytest.approx(1 / 3)}
+
+
+def test_voi_golden_three_way():
+    truth = _row([1, 1, 2, 2, 0, 0])
+    pred = _row([3, 3, 3, 3, 3, 4])  # merges 1, 2 and most of the background
+    # merge: H(truth | pred) = 5/6 * H(2/5, 2/5, 1/5) = 5/6 * (2 * 0.4 * log2(2.5) + 0.2 * log2(5))
+    merge = 5 / 6 * (0.8 * math.log2(2.5) + 0.2 * math.log2(5))
+    # split: H(pred | truth) = 2/6 * H(1/2, 1/2) for the background only
+    assert voi(pred, truth) == {"split": pytest.approx(1 / 3), "merge": pytest.approx(merge)}
+    # adapted Rand ignores truth 0: four voxels, all in pred 3; P = 16 - 4 = 12, T = 2 + 2 = 4, S = 12
+    assert adapted_rand(pred, truth) == {"error": pytest.approx(1 - 8 / 16), "precision": pytest.approx(4 / 12),
+                                         "recall": pytest.approx(1.0)}
+
+
+def _dense_cases():
+    rng = np.random.default_rng(7)
+    truth = np.repeat(np.repeat(np.arange(16).reshape(4, 4), 5, 0), 5, 1)[None].repeat(3, 0)  # 16 cells, 3 slices
+    truth[:, :3, :] = 0  # background
+    pred = truth.copy()
+    pred[:, 5:10, 5:10] = 99  # a false split: part of a cell takes a new id
+    pred[(pred == 3) | (pred == 7)] = 3  # a false merge of two cells
+    pred[0, 12:, 12:] = 0  # a miss
+    pred[2, :2, :] = 50  # a false positive in the background
+    noisy = np.where(rng.random(truth.shape) < 0.05, rng.integers(0, 20, truth.shape), pred)  # speckle
+    return [(truth, pred), (truth, noisy), (truth, np.zeros_like(truth)), (truth, np.ones_like(truth)),
+            (rng.integers(0, 4, (5, 6, 7)), rng.integers(0, 9, (5, 6, 7)))]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_voi_and_adapted_rand_match_scikit_image(case):
+    from skimage.metrics import adapted_rand_error, variation_of_information
+
+    truth, pred = _dense_cases()[case]
+    split, merge = variation_of_information(truth, pred)
+    assert voi(pred, truth) == {"split": pytest.approx(split, abs=1e-12), "merge": pytest.approx(merge, abs=1e-12)}
+    split, merge = variation_of_information(truth, pred, ignore_labels=(0,))
+    assert voi(pred, truth, ignore_truth=(0,)) == {"split": pytest.approx(split, abs=1e-12),
+                                                   "merge": pytest.approx(merge, abs=1e-12)}
+    error, sk_precision, sk_recall = adapted_rand_error(truth, pred)
+    ours = adapted_rand(pred, truth)
+    # scikit-image returns precision and recall swapped against its docstring (its issue 6485)
+    assert ours == {"error": pytest.approx(error, abs=1e-12), "precision": pytest.approx(sk_recall, abs=1e-12),
+                    "recall": pytest.approx(sk_precision, abs=1e-12)}
+
+
+def test_segmentation_counts_pool_exactly_over_crops():
+    from skimage.metrics import adapted_rand_error, variation_of_information
+
+    (truth_a, pred_a), (truth_b, pred_b) = _dense_cases()[0], _dense_cases()[1]
+    pooled = scores_from_segmentation_counts(pool_segmentation_counts(
+        [segmentation_counts(pred_a, truth_a, rand_ignore=()), segmentation_counts(pred_b, truth_b, rand_ignore=())]))
+    # one volume holding both crops side by side, the second crop's ids shifted so no segment spans both
+    truth = np.concatenate([truth_a, truth_b + 1000], axis=2)
+    pred = np.concatenate([pred_a, pred_b + 1000], axis=2)
+    split, merge = variation_of_information(truth, pred)
+    assert pooled["voi_split"] == pytest.approx(split) and pooled["voi_merge"] == pytest.approx(merge)
+    assert pooled["voi"] == pytest.approx(split + merge)
+    assert pooled["arand_error"] == pytest.approx(adapted_rand_error(truth, pred, ignore_labels=())[0])
+
+
+def test_segmentation_scores_of_empty_and_perfect_volumes():
+    truth = _row([0, 0, 0])
+    assert adapted_rand(_row([1, 2, 3]), truth) == {"error": 0.0, "precision": 1.0, "recall": 1.0}  # all ignored
+    assert voi(_row([5, 5, 6]), _row([1, 1, 2])) == {"split": 0.0, "merge": 0.0}  # same partition, other ids
+    assert adapted_rand(_row([5, 5, 6]), _row([1, 1, 2]))["error"] == 0.0

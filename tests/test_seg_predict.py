@@ -140,6 +140,39 @@ def test_roi_gets_its_translation_and_real_context(volume, tmp_path):
     np.testing.assert_allclose(values, _linear_reference(raw)[0, 1:6, 2:12, 3:9], atol=1e-6)
 
 
+def test_a_roi_partly_outside_is_clipped_with_a_line_saying_so(volume, tmp_path, capsys):
+    path, raw = volume()  # 12^3 voxels of 2 nm, voxel centres from (10, 20, 30) nm
+    cfg = _cfg()
+    out = predict_volume(cfg, Linear(), extras=_extras(cfg), input=path, output=str(tmp_path / "p.zarr"),
+                         roi="0:16,20:30,30:1000", show_progress=False)
+    assert (f"{path}: --roi reaches outside the volume; clipped to 10:16,20:30,30:54 nm ((3, 5, 12) voxels)"
+            in capsys.readouterr().err)
+    a, values = _read(out / "a")
+    assert a.translation == (10, 20, 30) and a.spatial_shape == (3, 5, 12)
+    np.testing.assert_allclose(values, _linear_reference(raw)[0, :3, :5, :], atol=1e-6)
+    # the printed box predicts the same region without a line
+    predict_volume(cfg, Linear(), extras=_extras(cfg), input=path, output=str(tmp_path / "q.zarr"),
+                   roi="10:16,20:30,30:54", show_progress=False)
+    assert "clipped" not in capsys.readouterr().err and _read(tmp_path / "q.zarr" / "a")[0].spatial_shape == (3, 5, 12)
+
+
+def test_checkpoint_settings_that_override_the_config_are_announced(volume, tmp_path, capsys):
+    path, _ = volume((4, 4, 4))
+    cfg = _cfg()
+    extras = {**_extras(cfg), "classes": ["x", "y"], "input_scale": [4.0, 4.0, 4.0], "checkpoint": "run/best.pth"}
+    predict_volume(cfg, Linear(), extras=extras, input=path, output=str(tmp_path / "p.zarr"), show_progress=False)
+    err = capsys.readouterr().err
+    assert ("predict: run/best.pth was trained with classes ['x', 'y'], the config says ['a', 'b']; "
+            "predicting with the checkpoint's") in err
+    assert "run/best.pth was trained with voxel size (nm) (4.0, 4.0, 4.0), the config says (2.0, 2.0, 2.0)" in err
+    assert "voxel size (2, 2, 2) nm resampled to (4, 4, 4) nm" in err  # the input follows the checkpoint
+    assert open_volume(tmp_path / "p.zarr" / "x").scale == (4.0, 4.0, 4.0)
+    # an error the checkpoint's voxel size causes names the checkpoint
+    bad = {**extras, "input_scale": [4.0, 4.0]}
+    with pytest.raises(DataError, match=r"voxel size needs 3 positive values.*from run/best.pth\)"):
+        predict_volume(cfg, Linear(), extras=bad, input=path, output=str(tmp_path / "q.zarr"), show_progress=False)
+
+
 def test_crops_mode_predicts_each_validate_crop_box(volume, tmp_path):
     path, raw = volume()
     crops = tmp_path / "raw.zarr" / "crops"
@@ -274,6 +307,9 @@ def test_ranks_share_the_blocks_and_their_union_is_the_single_process_result(vol
     assert sorted(int(m.stem) for m in markers.glob("*.done")) == list(range(0, 27, 2))  # rank 0: even blocks
     predict_volume(cfg, conv, output=out, rank=1, world_size=2, **options)
     np.testing.assert_array_equal(_both(tmp_path / "two.zarr"), single)
+    assert not markers.exists()  # complete: the resume markers are gone
+    with pytest.raises(DataError, match="output already exists"):
+        predict_volume(cfg, conv, output=out, **options)
 
 
 @pytest.mark.parametrize("kwargs, message", [

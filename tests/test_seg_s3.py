@@ -63,6 +63,14 @@ def test_train_and_predict_from_s3(bucket, tmp_path, monkeypatch):
     assert pred.spatial_shape == local.spatial_shape and pred.translation == local.translation
     values = pred.read((0, 0, 0), pred.spatial_shape)
     assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
+    # process and evaluate: the truth crop is read from the bucket too
+    labels = api.process(str(config), input=str(out), output=str(tmp_path / "labels.zarr"), show_progress=False)
+    crop_url = bucket["data"].test_crop_path.replace(str(bucket["folder"].absolute()), "s3://bioloop-demo/data")
+    assert crop_url.startswith("s3://")
+    remote = api.evaluate(str(config), prediction=str(labels), truth=crop_url, show_progress=False)
+    local_scores = api.evaluate(str(config), prediction=str(labels), truth=bucket["data"].test_crop_path,
+                                show_progress=False)
+    assert remote["classes"] == ["nuc", "mito"] and remote["scores"] == local_scores["scores"]
 
 
 def test_wrong_credentials_name_the_url(bucket, tmp_path):

@@ -445,3 +445,18 @@ def test_albumentations_errors():
         AlbumentationsAdapter(A.HorizontalFlip())(raw, target[:, :, 1:-1, 1:-1], rng=np.random.default_rng(0))
     with pytest.raises(TypeError, match="needs the sample's rng"):
         AlbumentationsAdapter(A.HorizontalFlip())(raw, target)
+
+
+def test_dtype_scaling_warns_when_the_raw_uses_a_sliver_of_its_dtype():
+    norm = Normalizer.parse("dtype")
+    narrow = np.arange(0, 256, dtype=np.uint16).reshape(4, 8, 8)  # 8-bit values in a uint16 image
+    # 255 / 65535 = 0.39 % of the range: the model would see values in [0, 0.0039]
+    assert norm.range_warning([narrow], np.uint16, "cfg.py: normalization") == (
+        "cfg.py: normalization: the training raw (uint16) spans 0..255, 0.39% of its dtype's range, so 'dtype' "
+        "scaling gives the model values in [0, 0.00389]; set normalization = {'mode': 'percentile'} (fitted on the "
+        "training raw) or {'mode': 'minmax', 'min': ..., 'max': ...}")
+    wide = narrow * 200  # 0..51000: 78 % of the range
+    assert norm.range_warning([wide], np.uint16) is None
+    assert norm.range_warning([np.arange(0, 256, dtype=np.uint8)], np.uint8) is None  # a full 8-bit image
+    assert Normalizer.parse({"mode": "percentile"}).range_warning([narrow], np.uint16) is None  # rescales anyway
+    assert norm.range_warning([narrow.astype(np.float32)], np.float32) is None  # floats are not scaled

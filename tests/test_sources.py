@@ -68,15 +68,18 @@ def test_plain_arrays_take_the_callers_voxel_size(tmp_path):
     assert open_image(tmp_path / "plain.zarr").scale == (1.0, 1.0, 1.0)
 
 
-def test_tifs_resample_when_their_voxel_size_differs(tmp_path):
+def test_tifs_resample_when_their_voxel_size_differs(tmp_path, capsys):
     path = tmp_path / "cell.ome.tif"
     tifffile.imwrite(path, DATA, ome=True, metadata={"axes": "ZYX", "PhysicalSizeZ": 0.008, "PhysicalSizeY": 0.004,
                                                      "PhysicalSizeX": 0.004})
     same = open_image(path, (8, 4, 4))
     assert isinstance(same, Volume) and same.scale == pytest.approx((8, 4, 4))
+    assert "resampled" not in capsys.readouterr().err
     np.testing.assert_array_equal(open_image(path).array[...], DATA)
     half = open_image(path, (8, 8, 8))
     assert isinstance(half, ResampledVolume) and half.spatial_shape == (4, 3, 4)
+    assert (f"{path}: voxel size (8, 4, 4) nm resampled to (8, 8, 8) nm (factor (1.0, 0.5, 0.5) per axis, linear)"
+            in capsys.readouterr().err)
     assert half.read((0, 0, 0), (1, 1, 1))[0, 0, 0] == pytest.approx(DATA[0, :2, :2].mean())
     tifffile.imwrite(tmp_path / "flat.tif", DATA[0])  # 2D, no metadata: (y, x) voxel size from the caller
     flat = open_image(tmp_path / "flat.tif", (5, 5))

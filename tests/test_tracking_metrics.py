@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bioloop.errors import ConfigError, DataError
-from bioloop.tasks.tracking.metrics import ctc_scores, mot_metrics, read_ctc_folder
+from bioloop.tasks.tracking.metrics import ctc_scores, mot_metrics, read_ctc_folder, untracked_count
 from bioloop.tasks.tracking.types import Instances
 
 
@@ -34,11 +34,20 @@ def test_hand_made_sequence_one_switch_one_fp():
     assert m["idf1"] == pytest.approx(10 / 13)  # 2 IDTP / (2 IDTP + IDFP 2 + IDFN 1)
 
 
-def test_perfect_prediction_and_untracked_ignored():
+def test_untracked_instances_count_as_detections_or_are_excluded():
     pred = [_f(t, np.r_[f.centroids, [[300, 300]]], [7, 8, -1]) for t, f in enumerate(GT)]
-    m = mot_metrics(GT, pred)
-    assert m == {"num_switches": 0.0, "num_false_positives": 0.0, "num_misses": 0.0,
-                 "mota": 1.0, "idf1": 1.0}
+    m = mot_metrics(GT, pred)  # each untracked instance is a one-frame track: 3 false positives
+    assert m == {"num_switches": 0.0, "num_false_positives": 3.0, "num_misses": 0.0,
+                 "mota": 0.5, "idf1": pytest.approx(12 / 15)}  # 2 IDTP / (2 IDTP + IDFP + IDFN)
+    assert mot_metrics(GT, pred, untracked="exclude") == {"num_switches": 0.0, "num_false_positives": 0.0,
+                                                          "num_misses": 0.0, "mota": 1.0, "idf1": 1.0}
+    assert untracked_count(pred) == 3
+    # an untracked instance on a true object matches it: the id changes 7 -> new -> 7 (2 switches)
+    on_gt = [_f(t, f.centroids, [7, 8] if t != 1 else [-1, 8]) for t, f in enumerate(GT)]
+    m = mot_metrics(GT, on_gt, metrics=("num_switches", "num_false_positives", "num_misses", "mota"))
+    assert m == {"num_switches": 2.0, "num_false_positives": 0.0, "num_misses": 0.0, "mota": 1 - 2 / 6}
+    with pytest.raises(ConfigError, match="must be 'count' or 'exclude'"):
+        mot_metrics(GT, pred, untracked="ignore")
 
 
 def test_iou_threshold_and_centroid_matching():
@@ -107,10 +116,19 @@ def test_ctc_split_false_positive_and_extra_edge():
     tracks = np.array([[1, 0, 1, 0], [2, 1, 1, 0], [3, 1, 1, 0]])
     s = ctc_scores(_masks(GT_SPEC[:2]), res, np.array([[1, 0, 1, 0], [2, 0, 1, 0]]), tracks)
     assert (s["NS"], s["FP"], s["FN"]) == (1, 1, 0)
-    # res edge (1,0)->(1,1) covers A0->A1; B0->B1 needs (1,0)->(2,1): missing
-    assert (s["EA"], s["ED"], s["EC"]) == (1, 0, 0)
+    # AOGM first keeps only result objects that match exactly one GT object: the split object (1, 0)
+    # goes, and with it its edge (1,0)->(1,1), so both GT edges A0->A1 and B0->B1 are missing
+    assert (s["EA"], s["ED"], s["EC"]) == (2, 0, 0)
     assert s["DET"] == pytest.approx(1 - 6 / 40)
-    assert s["TRA"] == pytest.approx(1 - 7.5 / 43)
+    assert s["TRA"] == pytest.approx(1 - (6 + 1.5 * 2) / 43)
+
+
+def test_ctc_false_positive_track_costs_only_its_nodes():
+    # the reported bug: edges of a false-positive track were counted as edges to delete (ED)
+    res = _masks([{1: (0, 0), 2: (10, 10), 3: (15, 0)}] * 3)
+    s = ctc_scores(_masks(GT_SPEC), res, GT_TRACKS, np.array([[1, 0, 2, 0], [2, 0, 2, 0], [3, 0, 2, 0]]))
+    assert (s["FP"], s["ED"], s["EA"], s["EC"]) == (3, 0, 0, 0)
+    assert s["TRA"] == pytest.approx(1 - 3 / (60 + 1.5 * 4))
 
 
 def test_ctc_folders_round_trip(tmp_path):

@@ -18,10 +18,10 @@ TINY = dict(encoder_cfg={"model_name": "test_resnet"}, d_model=16, nhead=2,
 META = {"pos": {"mode": "fixed"}, "temp": {"mode": "learned"}}
 
 
-def _window(n_frames=3, per_frame=2, seed=0, chans=3):
+def _window(n_frames=3, per_frame=2, seed=0, chans=3, size=16):
     gen = torch.Generator().manual_seed(seed)
     n = n_frames * per_frame
-    crops = torch.rand(n, chans, 16, 16, generator=gen)
+    crops = torch.rand(n, chans, size, size, generator=gen)
     xy = torch.rand(n, 2, generator=gen) * 0.8
     boxes = torch.cat([xy, xy + 0.1], dim=1)
     times = torch.arange(n_frames).repeat_interleave(per_frame) + 10
@@ -98,6 +98,31 @@ def test_visual_encoder_backends_and_in_chans():
     assert tv(torch.rand(0, 1, 16, 16)).shape == (0, 16)
     with pytest.raises(DataError, match=r"crops must be \(N, 1, H, W\)"):
         tv(torch.rand(2, 3, 16, 16))
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("test_resnet", {}),
+    ("test_efficientnet", {}),
+    ("mobilenetv3_small_050", {}),  # pooled 1024 wide, num_features 288: the case that used to fail
+    ("efficientvit_b0", {}),  # pooled 1280, num_features 128
+    ("test_convnext", {}),
+    ("test_vit", {"img_size": 32}),
+])
+def test_every_timm_family_trains_through_the_tracker(name, kwargs):
+    """The projection is sized from the pooled output, so a forward and a backward go through."""
+    torch.manual_seed(0)
+    model = GlobalTrackingTransformer(**{**TINY, "encoder_cfg": {"model_name": name, **kwargs}}).train()
+    crops, boxes, times = _window(n_frames=2, per_frame=2, size=32)  # ConvNeXt downsamples 32x
+    out = model(crops, boxes, times, torch.arange(2, 4))["logits"][-1]
+    assert out.shape == (2, 4) and torch.isfinite(out).all()
+    AssociationLoss()([out], torch.tensor([0, 1, 0, 1]), times, torch.arange(2, 4)).backward()
+    assert model.visual_encoder.out_layer.weight.grad.abs().sum() > 0
+
+
+def test_an_encoder_without_pooling_says_so():
+    enc = VisualEncoder("test_resnet", d_model=8, global_pool="")
+    with pytest.raises(DataError, match="pooled output does not have the width"):
+        enc(torch.rand(2, 3, 16, 16))
 
 
 def test_local_weights_load_and_first_conv_is_adapted(tmp_path):

@@ -130,6 +130,36 @@ def test_perfect_scores_track_crossing_objects_without_switches(tmp_path, data):
     scores = mot_metrics(gt.frames, pred.frames, ["num_switches", "mota"], match="iou")
     assert data.crossing_pair == (0, 1)
     assert scores == {"num_switches": 0.0, "mota": 1.0}
+    # tracking_score = the association score: 0 for the new tracks of frame 0; in frame 1 each
+    # track has one reference, softmax over 3 instances (10, -10, -10) + background 0
+    import sleap_io as sio
+
+    labels = sio.load_slp(str(out), open_videos=False)
+    by_frame = {lf.frame_idx: [i.tracking_score for i in lf.instances] for lf in labels.labeled_frames}
+    e = np.exp(10.0)
+    assert by_frame[0] == [0.0] * 3
+    np.testing.assert_allclose(by_frame[1], [e / (e + 2 / e + 1)] * 3)
+    np.testing.assert_allclose(by_frame[2], [2 * e / (e + 2 / e + 1)] * 3)  # two reference frames
+    assert labels.provenance["bioloop_untracked_instances"] == 0
+    assert labels.provenance["bioloop_instances"] == sum(len(f) for f in gt.frames)
+
+
+def test_instances_left_without_a_track_are_counted_and_reported(tmp_path, data, capsys):
+    import sleap_io as sio
+
+    from bioloop.tasks.tracking.predict import predict_tracking
+
+    extra = "tracker = {'max_tracks': 1, 'max_center_dist': 0.5}\nrunner = {'persistent_tracking': {'test': True}}"
+    cfg = api.load_config(_config(tmp_path, data, extra))
+    out = predict_tracking(cfg, get_task("tracking").build_model(cfg), input=data.slp_path,
+                           output=str(tmp_path / "t.slp"), show_progress=False)
+    labels = sio.load_slp(str(out), open_videos=False)
+    untracked = sum(i.track is None for lf in labels.labeled_frames for i in lf.instances)
+    total = sum(len(lf.instances) for lf in labels.labeled_frames)
+    assert 0 < untracked < total and labels.provenance["bioloop_untracked_instances"] == untracked
+    line = [x for x in capsys.readouterr().out.splitlines() if "without a track" in x]
+    assert line == [f"tracking: {untracked} of {total} instances were left without a track (tracker max_tracks=1, "
+                    "max_center_dist=0.5; frames over max_objects are not tracked)"]
 
 
 def test_gt_list_applies_to_ctc_data_only():

@@ -186,8 +186,46 @@ def test_max_tracks_assigns_instead_of_creating():
     score_fn = _perfect(video, miss=-10.0)
     assert Tracker().track(video, score_fn)[-1].tolist() == [1, 2]
     assert Tracker(max_tracks=2).track(video, score_fn)[-1].tolist() == [1, 0]
-    first = Tracker(max_tracks=2).track([_frame(0, [[0, 0], [9, 9], [30, 30]])], _position)
-    assert first[0].tolist() == [0, 1, -1]
+    tracker = Tracker(max_tracks=2)
+    first = tracker.track([_frame(0, [[0, 0], [9, 9], [30, 30]])], _position)
+    assert first[0].tolist() == [0, 1, -1]  # no track to join yet
+    assert tracker.unassigned == 1
+
+
+def test_max_tracks_reached_every_instance_joins_its_best_track():
+    """10 animals, max_tracks=5: from frame 1 on nobody stays untracked (GTR: join the best track)."""
+    xy = np.c_[np.arange(10) * 30.0, np.zeros(10)]
+    video = [_frame(t, xy + [0, t]) for t in range(4)]
+    tracker = Tracker(max_tracks=5)
+    pred = tracker.track(video, _position)
+    assert pred[0].tolist() == [0, 1, 2, 3, 4, -1, -1, -1, -1, -1]
+    for ids in pred[1:]:
+        assert (ids >= 0).all() and set(ids.tolist()) <= {0, 1, 2, 3, 4}
+        assert ids[:5].tolist() == [0, 1, 2, 3, 4]  # the tracked five keep their tracks
+        assert ids[5:].tolist() == [4, 4, 4, 4, 4]  # the nearest track, by position
+    assert tracker.unassigned == 5
+    # a query no track may take (max_center_dist) is the only one left out, and is counted
+    far = Tracker(max_tracks=2, max_center_dist=20)
+    got = far.track([_frame(0, [[0, 0], [50, 0]]), _frame(1, [[0, 1], [50, 1], [300, 300]])], _position)
+    assert got[1].tolist() == [0, 1, -1] and far.unassigned == 1
+
+
+def test_association_scores_are_the_trajectory_scores_of_the_assignment():
+    """Hand-checked: one reference per track, logits 10 (same animal) or -10, no IoU / decay."""
+    video = [_frame(t, [[10, 10], [50, 10]], ids=[0, 1]) for t in range(3)]
+    ids, scores = Tracker(window_size=3).track(video, _perfect(video, miss=-10.0), with_scores=True)
+    assert scores[0].tolist() == [0.0, 0.0]  # new tracks: no association
+    # frame 1: softmax over (10, -10, background 0) -> e^10 / (e^10 + e^-10 + 1)
+    p = math.exp(10) / (math.exp(10) + math.exp(-10) + 1)
+    np.testing.assert_allclose(scores[1], [p, p])
+    np.testing.assert_allclose(scores[2], [2 * p, 2 * p])  # two reference frames per track
+    assert [k.tolist() for k in ids] == [[0, 1]] * 3
+    # a joined track (tracks full) reports the score it joined with: here the other track's q
+    joined = Tracker(max_tracks=1).track([_frame(0, [[10, 10]], ids=[0]),
+                                          _frame(1, [[10, 10], [50, 10]], ids=[0, 1])],
+                                         _perfect(video, miss=-10.0), with_scores=True)
+    assert joined[0][1].tolist() == [0, 0]
+    np.testing.assert_allclose(joined[1][1], [math.exp(10) / (math.exp(10) + 1), 1 / (math.exp(10) + 1)])
 
 
 def test_mult_thresh_scales_threshold_by_track_length():

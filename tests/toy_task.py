@@ -9,15 +9,17 @@ import numpy as np
 import torch
 
 from bioloop.config.schema import TrainingConfig, setting
+from bioloop.tasks.base import Task
 
 
 @attrs.frozen(kw_only=True)
 class ToyConfig(TrainingConfig):
-    task: str = setting("toy", "test task")
+    task: str = setting("toy", "test task", validator=None)
     n_samples: int = setting(64, "dataset size")
     nan_at_iteration: int | None = setting(None, "make the loss NaN at this (1-based) training call")
     noise: float = setting(0.0, "label noise")
     dropout: float = setting(0.0, "dropout before the linear layer")
+    forwards: int = setting(1, "model calls per training step (the batch split into this many equal parts)")
 
 
 class _Data(torch.utils.data.Dataset):
@@ -40,7 +42,7 @@ class _Data(torch.utils.data.Dataset):
         return {"x": torch.from_numpy(self.x[index]), "y": torch.from_numpy(self.y[index] + jitter)}
 
 
-class ToyTask:
+class ToyTask(Task):
     name = "toy"
     Config = ToyConfig
     default_key_metric = "mse"
@@ -64,7 +66,11 @@ class ToyTask:
 
     def training_step(self, model, batch, loss_fn, cfg):
         self.calls["train"] += 1
-        loss = loss_fn(model(batch["x"]), batch["y"])
+        if cfg.forwards == 1:
+            loss = loss_fn(model(batch["x"]), batch["y"])
+        else:  # several forwards before one backward: the mean of equal parts is the full batch's MSE
+            parts = zip(batch["x"].chunk(cfg.forwards), batch["y"].chunk(cfg.forwards))
+            loss = torch.stack([loss_fn(model(x), y) for x, y in parts]).mean()
         if cfg.nan_at_iteration is not None and self.calls["train"] == cfg.nan_at_iteration:
             loss = loss * float("nan")
         return {"loss": loss}

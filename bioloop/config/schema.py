@@ -50,7 +50,8 @@ class Logger:
 class TrainingConfig:
     """Settings of the training engine, shared by every task."""
 
-    task: Literal["segmentation", "pose", "tracking"] = setting("segmentation", "which task this config trains")
+    task: str = setting("segmentation", "which task this config trains (a name in bioloop.tasks.TASKS)",
+                        validator=v.registered_task)
 
     # model
     model: Any = setting(None, "a ready torch.nn.Module; when set, model_name/model_kwargs are not used to build")

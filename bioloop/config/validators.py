@@ -13,6 +13,14 @@ def _bad(what: str, value) -> ValueError:
     return ValueError(f"{what} (got {value!r})")
 
 
+def registered_task(_inst, _attr, value):
+    """A task name in the registry ``bioloop.tasks.TASKS`` (the one list of task names)."""
+    from bioloop.tasks import TASKS
+
+    if value is not None and value not in TASKS:
+        raise _bad(f"must be one of {', '.join(repr(t) for t in TASKS)}", value)
+
+
 def at_least(bound: float):
     def check(_inst, _attr, value):
         if value is not None and value < bound:

@@ -10,7 +10,8 @@
 
 When ``scale`` is given and no level (nor the tif's own voxel size) matches it within
 ``SCALE_REL_TOL``, the result is a resampled view of the nearest finer level (the finest if all
-are coarser): nearest-neighbour for ``labels=True``, else linear (area averaging when shrinking).
+are coarser): nearest-neighbour for ``labels=True``, else linear (area averaging when shrinking),
+and one line on stderr says so: ``<path>: voxel size (..) nm resampled to (..) nm (factor ..)``.
 ``s3://`` and other fsspec URLs take ``storage_options`` such as ``{"anon": True}``,
 ``{"endpoint_url": ...}`` or ``{"key": ..., "secret": ..., "client_kwargs": {"endpoint_url": ...}}``.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 
 from bioloop.data.ngff import Volume, open_levels, open_volume
@@ -47,7 +49,38 @@ def open_image(path: str | os.PathLike, scale: Sequence[float] | float | None = 
     for level in levels:
         if _matches(level.scale, want):
             return level
-    return ResampledVolume(_nearest_finer(levels, want), want, labels=labels)
+    source = _nearest_finer(levels, want)
+    factor = tuple(round(a / b, 4) for a, b in zip(source.scale, want))
+    print(f"{path}: voxel size {_nm(source.scale)} nm resampled to {_nm(want)} nm (factor {factor} per axis, "
+          f"{'nearest' if labels else 'linear'})", file=sys.stderr, flush=True)
+    return ResampledVolume(source, want, labels=labels)
+
+
+def _nm(values) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
+def open_native(path: str | os.PathLike, scale: Sequence[float] | float | None = None, *,
+                storage_options: dict | None = None) -> Volume:
+    """Open ``path`` on its own voxel grid, never resampled: an OME-NGFF image's first (finest) level, a tif
+    at the voxel size its metadata states, a plain zarr array at ``scale``. ``scale`` fills in only what the
+    file does not say (a tif without voxel-size metadata, a plain array)."""
+    path = str(path)
+    if is_tif(path):
+        return open_tif(path, scale, storage_options=storage_options)
+    levels = open_levels(path, storage_options=storage_options)
+    if levels is None:
+        return open_volume(path, None if scale is None else _requested_plain(scale, path, storage_options),
+                           storage_options=storage_options)
+    return levels[0]
+
+
+def _requested_plain(scale, path, storage_options):
+    """A (z, y, x) voxel size for a plain array; (y, x) for a 2D one."""
+    values = (float(scale),) * 3 if isinstance(scale, (int, float)) else tuple(float(v) for v in scale)
+    probe = open_volume(path, None, storage_options=storage_options)
+    n = len(probe.spatial_dims)
+    return values[-n:] if len(values) > n else values
 
 
 def exists(path: str | os.PathLike, storage_options: dict | None = None) -> bool:

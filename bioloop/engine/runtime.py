@@ -85,11 +85,19 @@ def init_runtime(device_name: str | None, precision: str, *, where: str = "") ->
     device = resolve_device(device_name, where=f"{prefix}device", local_rank=local_rank)
     check_precision(precision, device, where=f"{prefix}precision")
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        dist.init_process_group(backend=process_group_backend(device), timeout=datetime.timedelta(minutes=30))
     return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world, precision=precision)
+
+
+def process_group_backend(device: torch.device) -> str:
+    """The backend string for ``init_process_group``: NCCL for CUDA tensors and gloo for CPU ones.
+
+    An NCCL-only group cannot reduce CPU tensors ("No backend type associated with device type
+    cpu"); ``all_gather_object`` and friends and any CPU flag need gloo beside it.
+    """
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
 def shutdown(runtime: Runtime) -> None:

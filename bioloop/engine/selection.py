@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 from bioloop.errors import ConfigError
-from bioloop.tasks.base import infer_mode
 
 
 class Selection:
@@ -82,8 +81,7 @@ class Selection:
 
 
 def _mode(task, metric: str) -> str:
-    chooser = getattr(task, "metric_mode", None)
-    return chooser(metric) if chooser else infer_mode(metric)
+    return task.metric_mode(metric)
 
 
 def _better(new: float, old: float, mode: str, min_delta: float) -> bool:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from bioloop._version import __version__
 from bioloop.config.record import update_run_json, write_run_records
@@ -27,9 +26,11 @@ from bioloop.engine.optim import build_optimizer, build_scheduler, current_lrs, 
 from bioloop.engine.resume import load_start_state, resume_command, training_state
 from bioloop.engine.rng import seed_everything
 from bioloop.engine.runtime import Runtime, all_gather_objects, barrier, to_device
-from bioloop.engine.sampling import EpochSampler, batches_per_epoch
+from bioloop.engine.loader import TrainLoader
+from bioloop.engine.sampling import batches_per_epoch
 from bioloop.engine.selection import Selection
 from bioloop.engine.signals import StopRequest
+from bioloop.engine.step import TrainingStep, wrap_for_training
 from bioloop.engine.validation import validate
 from bioloop.errors import TrainingError, TrainingInterrupted
 
@@ -71,8 +72,7 @@ class Trainer:
         if isinstance(self.loss_fn, torch.nn.Module):
             self.loss_fn = self.loss_fn.to(rt.device)
         self.train_set, self.val_set = task.build_datasets(cfg)
-        groups = getattr(task, "parameter_groups", None)  # e.g. a backbone with its own learning rate
-        params = groups(self.model, cfg) if callable(groups) else list(self.model.parameters())
+        params = task.parameter_groups(self.model, cfg)  # e.g. a backbone with its own learning rate
         self.optimizer = build_optimizer(cfg.optimizer, params, learning_rate=cfg.learning_rate, where=self.where)
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, where=self.where)
         self.scaler = rt.grad_scaler()
@@ -83,11 +83,8 @@ class Trainer:
         self.selection = Selection(cfg, task)
         self.progress = Progress()
         self.resumed_from = load_start_state(self)
-        if rt.distributed:
-            ids = [rt.device.index] if rt.device.type == "cuda" else None
-            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        else:
-            self.ddp = self.model
+        # the module DDP wraps is the whole training step (model + loss), not the bare model
+        self.step_module = wrap_for_training(TrainingStep(task, self.model, self.loss_fn, cfg), rt)
         self.logger = RunLogger(
             cfg.run_dir, enabled=rt.is_main, tensorboard=cfg.logger.tensorboard, wandb=cfg.logger.wandb,
             run_name=cfg.model_name, where=self.where,
@@ -112,9 +109,8 @@ class Trainer:
             self.say(f"nothing to do: the run already completed {p.epoch}/{cfg.epochs} epochs")
         with StopRequest() as self.stop:
             try:
-                before = getattr(self.task, "before_training", None)  # e.g. render a batch first
-                if callable(before) and p.iteration == 0 and p.epoch < cfg.epochs \
-                        and before(cfg, self.train_set, self.logger, self.say) is False:
+                if p.iteration == 0 and p.epoch < cfg.epochs \
+                        and self.task.before_training(cfg, self.train_set, self.logger, self.say) is False:
                     return self._finish()
                 while p.epoch < cfg.epochs:
                     self._train_epoch(p.epoch)
@@ -127,22 +123,19 @@ class Trainer:
             finally:
                 self.logger.close()
 
-    def _loader(self, epoch: int) -> DataLoader:
+    def _loader(self, epoch: int):
+        """The batches of ``epoch`` from the run's one training DataLoader (its workers persist)."""
         cfg, rt = self.cfg, self.rt
         set_epoch = getattr(self.train_set, "set_epoch", None)
-        if callable(set_epoch):  # e.g. a patch buffer refreshed every few epochs
+        if callable(set_epoch):  # e.g. a patch buffer refreshed every few epochs (workers get it per item)
             set_epoch(epoch)
-        sampler = EpochSampler(
-            len(self.train_set), epoch=epoch, seed=cfg.random_seed, batch_size=cfg.batch_size,
-            iterations_per_epoch=cfg.iterations_per_epoch, rank=rt.rank, world_size=rt.world_size,
-            start_batch=self.progress.batch_in_epoch,
-        )
-        return DataLoader(
-            self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-            collate_fn=getattr(self.task, "collate", None), pin_memory=rt.device.type == "cuda",
-            generator=torch.Generator().manual_seed(cfg.random_seed + epoch),
-            persistent_workers=False,
-        )
+        if getattr(self, "_train_loader", None) is None:
+            self._train_loader = TrainLoader(
+                self.train_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.random_seed,
+                iterations_per_epoch=cfg.iterations_per_epoch, rank=rt.rank, world_size=rt.world_size,
+                collate_fn=self.task.collate, pin_memory=rt.device.type == "cuda",
+            )
+        return self._train_loader.epoch(epoch, self.progress.batch_in_epoch)
 
     def _train_epoch(self, epoch: int) -> None:
         cfg, p = self.cfg, self.progress
@@ -150,7 +143,7 @@ class Trainer:
             len(self.train_set), iterations_per_epoch=cfg.iterations_per_epoch,
             batch_size=cfg.batch_size, world_size=self.rt.world_size,
         )
-        self.ddp.train()
+        self.step_module.train()
         bar = progress.train_bar(n_batches, epoch=epoch + 1, epochs=cfg.epochs, enabled=self.show_bars)
         bar.update(p.batch_in_epoch)
         window = {"loss": 0.0, "count": 0, "wait": 0.0, "start": time.perf_counter(), "samples": 0, "terms": {}}
@@ -170,7 +163,7 @@ class Trainer:
             bar.update(1)
             if p.iteration % cfg.logger.log_every_n_steps == 0:
                 self._log_window(window, epoch, bar)
-            if boundary and self._stop_requested():
+            if boundary and self._stop_agreed:
                 bar.close()
                 self._interrupt(epoch)
             fetch_start = time.perf_counter()
@@ -179,23 +172,28 @@ class Trainer:
         bar.close()
 
     def _iteration(self, batch, boundary: bool) -> float | None:
-        """One batch; returns its loss (None when skipped)."""
+        """One batch; returns its loss (None when skipped).
+
+        Host synchronisation: one device-to-host copy per iteration (loss, logged terms and the
+        finite flag together); under torch.distributed one all-reduce per iteration, of a tensor on
+        the training device, carrying both the non-finite flag and the stop request.
+        """
         cfg, rt = self.cfg, self.rt
         batch = to_device(batch, rt.device)
         sync = boundary or not rt.distributed
-        context = self.ddp.no_sync() if not sync else contextlib.nullcontext()
+        context = self.step_module.no_sync() if not sync else contextlib.nullcontext()
         with context:
             with rt.autocast():
-                out = self.task.training_step(self.ddp, batch, self.loss_fn, cfg)
+                out = self.step_module(batch)
             loss = out["loss"]
-            self._terms = {k: float(v.detach()) for k, v in out.items()
-                           if k != "loss" and torch.is_tensor(v) and v.numel() == 1}
-            finite = self._all_finite(loss)
-            if not finite:
+            names = [k for k, v in out.items() if k != "loss" and torch.is_tensor(v) and v.numel() == 1]
+            values, nonfinite, self._stop_agreed = self._host_values(loss, [out[k] for k in names])
+            self._terms = dict(zip(names, values[1:]))
+            if nonfinite:
                 if cfg.on_nonfinite_loss == "error":
                     raise TrainingError.at(
                         self.where, f"non-finite loss at epoch {self.progress.epoch + 1}, "
-                        f"iteration {self.progress.iteration + 1}", got=float(loss.detach()),
+                        f"iteration {self.progress.iteration + 1}", got=values[0],
                         fix="lower learning_rate, set max_grad_norm, check the data; nothing was saved for this step "
                         "(set on_nonfinite_loss = 'skip' to skip such batches)",
                     )
@@ -203,9 +201,8 @@ class Trainer:
             else:
                 self.scaler.scale(loss / cfg.gradient_accumulation_steps).backward()
         if boundary:
-            hook = getattr(self.task, "before_optimizer_step", None)
-            if callable(hook):  # e.g. drop a frozen backbone's gradients (DDP-safe freezing)
-                hook(self.model, self.progress.epoch, cfg)
+            # e.g. drop a frozen backbone's gradients (DDP-safe freezing)
+            self.task.before_optimizer_step(self.model, self.progress.epoch, cfg)
             if cfg.max_grad_norm is not None:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -215,15 +212,27 @@ class Trainer:
             self.progress.step += 1
             if self.scheduler is not None and cfg.scheduler_interval == "step":
                 step_scheduler(self.scheduler)
-        return float(loss.detach()) if finite else None
+        return None if nonfinite else values[0]
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        finite = torch.isfinite(loss.detach()).all()
-        if self.rt.distributed:  # every rank must take the same branch
-            flag = finite.to(torch.float32).reshape(1).cpu()
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-            return bool(flag.item() > 0)
-        return bool(finite)
+    def _host_values(self, loss: torch.Tensor, terms: list[torch.Tensor]) -> tuple[list[float], bool, bool]:
+        """(loss and term values, whether any rank's loss is non-finite, whether any rank asked to stop).
+
+        Everything is stacked on the training device and copied to the host once. Under
+        torch.distributed the two flags are all-reduced (MAX) as one tensor on that same device, the
+        one the process group's backend serves for it (NCCL for CUDA, gloo for CPU).
+        """
+        device = loss.device
+        local = [loss.detach().float().reshape(1), *(t.detach().float().reshape(1).to(device) for t in terms)]
+        values = torch.cat(local)
+        flags = (~torch.isfinite(values[:1])).float()
+        if self.rt.distributed:  # every rank must take the same branch and stop at the same boundary
+            requested = torch.tensor([1.0 if self.stop.requested else 0.0], device=device)
+            flags = torch.cat([flags, requested])
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            host = torch.cat([values, flags]).tolist()
+            return host[:len(local)], host[-2] > 0, host[-1] > 0
+        host = torch.cat([values, flags]).tolist()
+        return host[:len(local)], host[-1] > 0, self.stop.requested
 
     def _log_window(self, window: dict, epoch: int, bar) -> None:
         elapsed = max(time.perf_counter() - window["start"], 1e-9)
@@ -242,14 +251,6 @@ class Trainer:
         bar.set_postfix(loss=f"{values.get('train/loss', math.nan):.4g}", lr=f"{values['train/lr']:.2g}",
                         sps=f"{values['train/samples_per_s']:.1f}", refresh=False)
         window.update(loss=0.0, count=0, wait=0.0, start=time.perf_counter(), samples=0, terms={})
-
-    def _stop_requested(self) -> bool:
-        flag = self.stop.requested
-        if self.rt.distributed:
-            t = torch.tensor([1.0 if flag else 0.0])
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flag = bool(t.item() > 0)
-        return flag
 
     def _interrupt(self, epoch: int):
         signum = self.stop.signum or 2
@@ -356,9 +357,8 @@ def train(cfg, *, quiet: bool = False, echo=None) -> dict[str, Any]:
     runtime = init_runtime(cfg.device, cfg.precision, where=cfg.source.name if cfg.source else "")
     try:
         result = Trainer(cfg, task, runtime, quiet=quiet, echo=echo).run()
-        after = getattr(task, "after_training", None)
-        if callable(after) and runtime.is_main:  # e.g. predict the test videos with the best model
-            result.update(after(cfg, result, quiet=quiet) or {})
+        if runtime.is_main:  # e.g. predict the test videos with the best model
+            result.update(task.after_training(cfg, result, quiet=quiet) or {})
         return result
     finally:
         shutdown(runtime)

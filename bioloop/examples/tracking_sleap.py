@@ -52,7 +52,7 @@ tracker = {
     "max_center_dist": 40.0,  # pixels; farther tracks cannot be assigned
     "persistent_tracking": False,
     "max_gap": 10,  # frames a track may be missing before it ends
-    "max_tracks": 5,  # at most this many animals: assign instead of creating more tracks
+    "max_tracks": None,  # no limit; set the number of animals to make extra instances join their best track
 }
 runner = {
     "metrics": {"train": [], "val": ["num_switches", "mota", "idf1"], "test": ["num_switches", "mota", "idf1"]},

@@ -46,3 +46,11 @@ def get_task(name, *, where: str = "task"):
 def get_task_config(name, *, where: str = "task"):
     """The attrs schema of a task's settings."""
     return get_task(name, where=where).Config
+
+
+def tasks_with(hook: str) -> list[str]:
+    """Names of the registered tasks that override ``hook`` of the Task base class."""
+    from bioloop.tasks.base import Task
+
+    default = getattr(Task, hook)
+    return [name for name in TASKS if getattr(type(get_task(name)), hook) is not default]

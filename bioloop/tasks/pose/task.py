@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bioloop.errors import ConfigError
-from bioloop.tasks.base import config_where as _where, infer_mode
+from bioloop.tasks.base import Task, config_where as _where
 from bioloop.tasks.pose.config import PoseConfig
 
 
@@ -41,13 +41,10 @@ def _heatmap_kind(core) -> tuple[bool, float]:
     return bool(getattr(core, "heatmap_logits", False)), float(getattr(core, "heatmap_sigma", 1.25))
 
 
-class PoseTask:
+class PoseTask(Task):
     name = "pose"
     Config = PoseConfig
     default_key_metric = "pixel_error/mean"
-
-    def metric_mode(self, metric: str) -> str:
-        return infer_mode(metric)
 
     # ------------------------------------------------------------ model and loss
     def _num_keypoints(self, cfg) -> int:

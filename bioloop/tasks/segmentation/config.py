@@ -115,6 +115,10 @@ class SegmentationConfig(TrainingConfig):
     threshold: float = setting(0.5, "probability above which a voxel counts as the class (metrics, evaluate)",
                                validator=v.between(0.0, 1.0))
     storage_options: dict[str, Any] = setting(factory=dict, doc="fsspec options for remote paths (s3://)")
+    cache_bytes: int | None = setting(
+        None, "bytes of crop data (labels, cost maps, raw around each crop) held in memory, read once at start-up; "
+              "beyond it the rest is read in storage-chunk blocks through an LRU cache; None = a quarter of RAM",
+        validator=v.at_least(1))
     process: ProcessConfig = setting(factory=ProcessConfig, doc="`bioloop process`: thresholds, connected "
                                      "components, watershed, minimum size, or your own process_func")
 

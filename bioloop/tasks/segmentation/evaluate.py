@@ -8,8 +8,12 @@ scored as instances when ``kind="instance"``, or with ``kind="auto"`` when its p
 integer and any crop holds more than one object id, the image says ``kind: instance``
 (written by process) or the class is in ``cfg.process.instance_classes``.
 
+Instance classes also get the connectomics scores: variation of information (split, merge) and
+adapted Rand error with its precision and recall (as scikit-image computes them).
+
 Counts are pooled over crops (voxels for semantic scores, objects and matched IoUs for
-instance scores, see instance_metrics.py) and turned into scores once.
+instance scores, contingency sums for VOI and adapted Rand, see instance_metrics.py) and turned
+into scores once.
 """
 
 from __future__ import annotations
@@ -22,17 +26,22 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bioloop.data.ngff import open_volume
+from bioloop.data.ngff import Volume, open_volume
+from bioloop.data.sources import open_native
+from bioloop.data.tif import is_tif
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
 from bioloop.tasks.segmentation.instance_metrics import (instance_counts, pool_instance_counts,
-                                                         scores_from_instance_counts, semantic_counts,
-                                                         semantic_scores)
+                                                         pool_segmentation_counts, scores_from_instance_counts,
+                                                         scores_from_segmentation_counts, segmentation_counts,
+                                                         semantic_counts, semantic_scores)
 
 KINDS = ("auto", "semantic", "instance")
 _INSTANCE_KEYS = {"precision": "instance_precision", "recall": "instance_recall"}
 _INSTANCE_COLUMNS = [("F1", "f1"), ("PQ", "pq"), ("SQ", "sq"), ("precision", "instance_precision"),
-                     ("recall", "instance_recall"), ("NHD", "normalized_hausdorff")]
+                     ("recall", "instance_recall"), ("NHD", "normalized_hausdorff"), ("VOI split", "voi_split"),
+                     ("VOI merge", "voi_merge"), ("ARAND", "arand_error")]
+_SEGMENTATION_KEYS = ("voi_split", "voi_merge", "voi", "arand_error", "arand_precision", "arand_recall")
 
 
 def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "auto", threshold: float | None = None,
@@ -45,24 +54,26 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
     options = getattr(cfg, "storage_options", None) or None
     classes = list(cfg.classes)
     items = _items(prediction, truth, crops, classes)
-    rows, semantic, instance, auto_instance = [], {}, {}, set()
+    rows, semantic, instance, connectomics, auto_instance = [], {}, {}, {}, set()
     bar = tqdm(total=len(items) * len(classes), desc="evaluate", unit="class",
                disable=not progress_enabled(not show_progress))
     for crop, truth_group, pred_group, crop_classes in items:
+        image = _truth_image(cfg, truth_group, options)
         for name in classes:
             bar.update(1)
             if name not in crop_classes:
                 continue
-            try:
-                gt = open_volume(f"{truth_group}/{name}", None, storage_options=options)
-            except DataError:
+            found = _truth_of_class(cfg, image, truth_group, name, options)
+            if found is None:
                 continue  # this crop does not annotate the class
-            row = _score(cfg, gt, f"{pred_group}/{name}", name, kind, threshold, iou_threshold, options)
+            gt, truth_values = found
+            row = _score(cfg, gt, truth_values, f"{pred_group}/{name}", name, kind, threshold, iou_threshold, options)
             if row.pop("_auto_instance"):
                 auto_instance.add(name)
             counts = row.pop("_instance_counts")
             if counts is not None:
                 instance.setdefault(name, []).append(counts)
+                connectomics.setdefault(name, []).append(row.pop("_segmentation_counts"))
             part = semantic.setdefault(name, [0, 0, 0])
             for i, key in enumerate(("tp_voxels", "fp_voxels", "fn_voxels")):
                 part[i] += row[key]
@@ -71,7 +82,8 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
     if not rows:
         where = crops if crops else str(truth)
         raise DataError.at(str(where), f"no ground truth for any of the classes {classes}",
-                           fix="point --truth at a crop group holding one array group per class")
+                           fix="point --truth at a crop group holding one array group per class, or at one label "
+                               "image (tif, zarr array, OME-NGFF image) with the config's label_layout")
     scored = [c for c in classes if c in semantic]
     kinds = {c: "instance" if c in instance and (kind == "instance" or c in auto_instance) else "semantic"
              for c in scored}
@@ -80,7 +92,7 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
             for key in [k for k in row if k in _instance_row_keys()]:
                 del row[key]
         row["kind"] = kinds[row["class"]]
-    scores = _pooled_scores(scored, semantic, instance, kinds)
+    scores = _pooled_scores(scored, semantic, instance, connectomics, kinds)
     result = {"classes": scored, "kinds": kinds, "threshold": threshold, "iou_threshold": iou_threshold,
               "scores": scores, "rows": rows, "table": _table(scores, scored, kinds),
               "prediction": str(prediction), "truth": str(truth) if truth is not None else None,
@@ -118,12 +130,70 @@ def _items(prediction, truth, crops, classes) -> list[tuple[str, str, str, tuple
              f"{pred}/{e.gt_path.rstrip('/').rpartition('/')[2]}", e.classes) for e in entries]
 
 
-def _score(cfg, gt, pred_path, name, kind, threshold, iou_threshold, options) -> dict:
+def _truth_image(cfg, path: str, options):
+    """(volume, values) when ``path`` is one label image (tif, zarr array, OME-NGFF image); None for a crop group."""
+    try:
+        volume = open_native(path, _fill_in_scale(cfg), storage_options=options)
+    except DataError:
+        if is_tif(path):
+            raise
+        return None  # a zarr group that is not an image: a crop group with one image per class
+    if volume.ndim != len(volume.spatial_shape):
+        raise DataError.at(path, "a truth label image cannot have a channel axis", got=volume.axes,
+                           fix="save the labels as ZYX or YX")
+    values = volume.read((0,) * volume.ndim, volume.shape)
+    if len(volume.spatial_shape) == 2:  # a 2D (y, x) array: one z-slice, as 2D predictions are written
+        z = (_fill_in_scale(cfg) or (1.0,))[0]
+        values = values[None]
+        volume = Volume(values, (float(z), *volume.scale), (0.0, *volume.translation), ("z", "y", "x"), volume.path)
+    if values.dtype.kind not in "biu":
+        if not np.array_equal(values, np.round(values)):
+            raise DataError.at(path, "truth labels must be integers", got=str(values.dtype),
+                               fix="write instance or class ids as an integer image")
+        values = values.astype(np.int64)
+    return volume, values
+
+
+def _truth_of_class(cfg, image, group: str, name: str, options):
+    """(volume giving the truth grid, integer truth of class ``name``: instance ids or a 0/1 mask) or None."""
+    if image is None:
+        try:
+            gt = open_native(f"{group}/{name}", _fill_in_scale(cfg), storage_options=options)
+        except DataError:
+            return None
+        return gt, gt.read((0,) * len(gt.spatial_shape), gt.spatial_shape)
+    volume, values = image
+    layout = getattr(cfg, "label_layout", "per_class")
+    classes = list(cfg.classes)
+    if layout == "class_ids":
+        ids = getattr(cfg, "class_ids", None) or {c: i + 1 for i, c in enumerate(classes)}
+        return volume, _components(values == int(ids[name]))
+    if len(classes) != 1:
+        raise DataError.at(group, f"one label image holds the truth of {len(classes)} classes {classes}, but "
+                           f"label_layout is '{layout}'", fix="its values are class ids: set label_layout = "
+                           "'class_ids' (and class_ids), e.g. `-s label_layout=class_ids`; or give a crop group "
+                           "with one image per class")
+    return volume, values
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    """Instances of one class in a class-id image: its face-connected components."""
+    from scipy import ndimage
+
+    return ndimage.label(mask)[0].astype(np.uint32)
+
+
+def _fill_in_scale(cfg):
+    """Voxel size (nm) for truth images that do not state one: the config's target voxel size."""
+    info = getattr(cfg, "target_array_info", None) or getattr(cfg, "input_array_info", None)
+    return tuple(info.scale) if info is not None else None
+
+
+def _score(cfg, gt, truth, pred_path, name, kind, threshold, iou_threshold, options) -> dict:
     try:
         pred = open_volume(pred_path, gt.scale, storage_options=options)
     except DataError:
         pred = open_volume(pred_path, None, storage_options=options)  # another voxel size: resample below
-    truth = gt.read((0,) * len(gt.spatial_shape), gt.spatial_shape)
     is_float = pred.dtype.kind == "f"
     if is_float and kind == "instance":
         raise DataError.at(pred_path, "instance scores need integer labels, but this prediction holds "
@@ -143,6 +213,8 @@ def _score(cfg, gt, pred_path, name, kind, threshold, iou_threshold, options) ->
                                  or _process_says_instance(cfg, name))
         for key, value in scores_from_instance_counts(counts).items():
             row[_rename(key)] = value
+        row["_segmentation_counts"] = segmentation_counts(values, truth)
+        row.update(scores_from_segmentation_counts(row["_segmentation_counts"]))
     return row
 
 
@@ -153,7 +225,7 @@ def _rename(key: str) -> str:
 def _instance_row_keys() -> set[str]:
     keys = ("n_truth", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "rq", "sq", "mean_matched_iou", "pq",
             "normalized_hausdorff")
-    return {_rename(k) for k in keys}
+    return {_rename(k) for k in keys} | set(_SEGMENTATION_KEYS)
 
 
 def _marked_instance(path: str, options) -> bool:
@@ -209,7 +281,7 @@ def _on_truth_grid(pred, gt, *, labels: bool, where: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- pooling and reports
 
 
-def _pooled_scores(scored, semantic, instance, kinds) -> dict[str, float]:
+def _pooled_scores(scored, semantic, instance, connectomics, kinds) -> dict[str, float]:
     """Scores from counts pooled over crops; keys as in metrics.scores_from_counts plus instance keys."""
     scores: dict[str, float] = {}
     for name in scored:
@@ -224,7 +296,9 @@ def _pooled_scores(scored, semantic, instance, kinds) -> dict[str, float]:
         pooled = scores_from_instance_counts(pool_instance_counts(instance[name]))
         for key, value in pooled.items():
             scores[f"{_rename(key)}/{name}"] = float(value)
-    for key in ("pq", "f1", "normalized_hausdorff"):
+        for key, value in scores_from_segmentation_counts(pool_segmentation_counts(connectomics[name])).items():
+            scores[f"{key}/{name}"] = float(value)
+    for key in ("pq", "f1", "normalized_hausdorff", "voi", "arand_error"):
         if inst:
             scores[f"{key}_mean"] = float(np.mean([scores[f"{key}/{c}"] for c in inst]))
     return scores

@@ -1,6 +1,12 @@
 """Raw intensity normalisation: the ``Normalizer`` that checkpoints store so predict scales like training.
 
 Re-exported by ``bioloop.tasks.segmentation.transforms``.
+
+The default stays ``dtype`` (integers to [0, 1] by the dtype's range: the same image always maps to the
+same values, whatever crop a run trains on). Images that use a sliver of their dtype, such as a uint16
+microscope image holding 8-bit values, would then reach the model as values near 0; training says so
+in one line (:meth:`Normalizer.range_warning`, below 5 % of the range) and names the fix: 'percentile'
+(fitted on the training raw) or explicit 'minmax'.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ __all__ = ["NORMALIZATION_KEYS", "Normalizer"]
 NORMALIZATION_KEYS = {"dtype": (), "none": (), "minmax": ("min", "max", "clip"), "zscore": ("mean", "std"),
                       "percentile": ("low", "high", "clip", "min", "max")}
 _FIT_BLOCK = (16, 64, 64)
+NARROW_RANGE = 0.05  # 'dtype' scaling warns when the training raw spans less of its dtype's range
 
 
 class Normalizer:
@@ -104,6 +111,27 @@ class Normalizer:
                                    got=low, fix="widen 'low'/'high' or give {'mode': 'minmax', 'min': ..., 'max': ...}")
             self.params.update(min=low, max=high)
         return self
+
+    def range_warning(self, arrays, dtype, where: str = "normalization", max_voxels: int = 200_000,
+                      seed: int = 0) -> str | None:
+        """For 'dtype' scaling of an integer ``dtype``: a one-line warning when a random sample of ``arrays``
+        spans under 5 % of the dtype's range (None otherwise, and for every other mode)."""
+        dtype = np.dtype(dtype)
+        if self.mode != "dtype" or not np.issubdtype(dtype, np.integer):
+            return None
+        sample = _sample_voxels(list(arrays), max_voxels, np.random.default_rng(seed))
+        if sample.size == 0:
+            return None
+        info = np.iinfo(dtype)
+        low, high = float(sample.min()), float(sample.max())
+        share = (high - low) / float(info.max - info.min)
+        if share >= NARROW_RANGE:
+            return None
+        scaled = [(v - info.min) / float(info.max - info.min) for v in (low, high)]
+        return (f"{where}: the training raw ({dtype}) spans {low:g}..{high:g}, {100 * share:.2g}% of its dtype's "
+                f"range, so 'dtype' scaling gives the model values in [{scaled[0]:.3g}, {scaled[1]:.3g}]; "
+                "set normalization = {'mode': 'percentile'} (fitted on the training raw) or "
+                "{'mode': 'minmax', 'min': ..., 'max': ...}")
 
     def state(self) -> dict:
         """Plain-JSON description; ``Normalizer.from_state(state())`` rebuilds this normaliser."""

@@ -8,7 +8,14 @@ on one tile grid per region (results do not depend on blocks or ranks), blended 
 windows. Valid-convolution models (``model.output_shape``): tiles on the output grid, each reading
 ``(size_in - size_out) / 2`` voxels of context. Background threads read the next block and write the
 last one. Finished blocks leave markers in ``<output>/.bioloop_blocks``: a rerun with the same settings
-skips them, one with other settings is refused. Block ``i`` runs on rank ``i % world_size``.
+skips them, one with other settings is refused; once every block is written the markers are removed
+(the output is complete). Block ``i`` runs on rank ``i % world_size``.
+
+Inputs open through :func:`bioloop.data.sources.open_image`, like training: tif/ome-tif (2D images
+become one z-slice), plain zarr arrays (voxel size = the model's), OME-NGFF groups or levels, local or
+``s3://``. Prediction runs at the checkpoint's classes, patch and voxel size; where they differ from the
+config a line says so, and errors they cause name the checkpoint. An ROI reaching outside the volume
+is clipped, with a line saying to what.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +39,8 @@ import torch.distributed as dist
 import zarr
 from tqdm.auto import tqdm
 
-from bioloop.data.ngff import Volume, create_volume, open_volume
+from bioloop.data.ngff import Volume, create_volume
+from bioloop.data.sources import open_image, open_native
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
 from bioloop.tasks.segmentation.data import axis_starts
@@ -127,8 +136,16 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
     if distributed:
         rank, world_size = dist.get_rank(), dist.get_world_size()
     output = Path(output)
+    checkpoint = extras.get("checkpoint") or "the checkpoint"
+    if rank == 0:
+        _announce(cfg, classes, scale, patch, checkpoint)
     passes = _passes(model, patch, spatial_dims, overlap, orthoplanes)
-    jobs = _jobs(cfg, scale, input, roi, crops, output)
+    try:
+        jobs = _jobs(cfg, scale, input, roi, crops, output, say=rank == 0)
+    except DataError as exc:
+        if extras.get("input_scale") and tuple(scale) != tuple(float(s) for s in cfg.input_array_info.scale):
+            raise DataError(f"{exc} (voxel size {tuple(scale)} nm from {checkpoint})") from exc
+        raise
     block = _block_shape(block_shape, passes, len(classes), jobs)
     blocks = [_Block(i, *b) for i, b in enumerate(b for job in jobs for b in _job_blocks(job, block))]
     for job in jobs:
@@ -154,7 +171,31 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
         bar.close()
     if distributed:
         dist.barrier()
+    if rank == 0 or not distributed:
+        _remove_markers_when_complete(output, len(blocks))
     return output
+
+
+def _announce(cfg, classes, scale, patch, checkpoint) -> None:
+    """One line per setting the checkpoint overrides: prediction follows the trained model, not the config."""
+    said = {"classes": (list(cfg.classes), classes),
+            "voxel size (nm)": (tuple(float(s) for s in cfg.input_array_info.scale), tuple(scale)),
+            "patch shape": (tuple(int(n) for n in cfg.input_array_info.shape), tuple(patch))}
+    for name, (config, trained) in said.items():
+        if config != trained:
+            print(f"predict: {checkpoint} was trained with {name} {trained}, the config says {config}; "
+                  f"predicting with the checkpoint's", file=sys.stderr, flush=True)
+
+
+def _remove_markers_when_complete(output: Path, n_blocks: int) -> None:
+    """Every block written: the resume markers have done their job (a rerun finds a complete output)."""
+    markers = output / _MARKERS
+    try:
+        done = sum(name.endswith(".done") for name in os.listdir(markers))
+    except FileNotFoundError:
+        return
+    if done >= n_blocks:
+        shutil.rmtree(markers, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -183,22 +224,23 @@ def _passes(model, patch, spatial_dims, overlap, orthoplanes) -> list[_Pass]:
     return passes
 
 
-def _jobs(cfg, scale, input, roi, crops, output: Path) -> list[_Job]:
+def _jobs(cfg, scale, input, roi, crops, output: Path, say: bool = True) -> list[_Job]:
     options = cfg.storage_options or None
     if (input is None) == (crops is None):
         raise DataError.at("--input/--crops", "give exactly one of them", got={"input": input, "crops": crops},
                            fix="--input predicts a volume (or its --roi); --crops the validate crops of a datasplit")
     if crops is None:
-        volume = open_volume(input, scale, storage_options=options)
-        if len(volume.spatial_shape) != 3:
-            raise DataError.at(str(input), "expected a (z, y, x) volume", got=volume.axes)
-        return [_Job(volume, *_region(volume, parse_roi(roi), input), output, output)]
+        volume = _open_input(input, scale, options)
+        return [_Job(volume, *_region(volume, parse_roi(roi), input, say=say), output, output)]
     from bioloop.data.datasplit import read_datasplit
 
     jobs = []
+    layout = getattr(cfg, "label_layout", "per_class")
     for entry in (e for e in read_datasplit(crops) if e.usage == "validate"):
-        volume = open_volume(entry.raw_path, scale, storage_options=options)
-        region = _region(volume, _first_array(entry, scale, options).roi, entry.gt_path)
+        volume = _open_input(entry.raw_path, scale, options)
+        box = _first_array(entry, scale, options) if layout == "per_class" else open_native(
+            entry.gt_path, scale, storage_options=options)
+        region = _region(volume, box.roi, entry.gt_path)
         jobs.append(_Job(volume, *region, output / Path(entry.gt_path.rstrip("/")).name, output))
     if not jobs:
         raise DataError.at(str(crops), "the datasplit has no 'validate' rows", fix="mark crops to predict as validate")
@@ -209,30 +251,48 @@ def _jobs(cfg, scale, input, roi, crops, output: Path) -> list[_Job]:
     return jobs
 
 
+def _open_input(path, scale, options) -> Volume:
+    """The raw image at the model's voxel size, through the reader training uses."""
+    volume = open_image(path, scale, storage_options=options)
+    if len(volume.spatial_shape) != 3:
+        raise DataError.at(str(path), "expected a (z, y, x) volume or a 2D (y, x) image", got=volume.axes,
+                           fix="store the image as ZYX or YX")
+    if volume.ndim != 3:
+        raise DataError.at(str(path), "the image has a channel axis, but the models take one channel",
+                           got=dict(zip(volume.axes, volume.shape)), fix="save the channel to predict on its own")
+    return volume
+
+
 def _first_array(entry, scale, options) -> Volume:
     """The crop's box comes from the first class array found in its group (as data.open_crops)."""
-    for name, level in itertools.product(entry.classes, (scale, None)):
+    for name in entry.classes:
         try:
-            return open_volume(f"{entry.gt_path.rstrip('/')}/{name}", level, storage_options=options)
+            return open_native(f"{entry.gt_path.rstrip('/')}/{name}", scale, storage_options=options)
         except DataError:
             continue
     raise DataError.at(entry.gt_path, "no class array found in the crop group", got=list(entry.classes),
                        fix="check the crop path in the datasplit")
 
 
-def _region(volume, roi, where) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Voxel start and shape of the region to predict (the whole volume without a roi)."""
+def _region(volume, roi, where, say: bool = False) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Voxel start and shape of the region to predict (the whole volume without a roi); a roi reaching
+    outside the volume is clipped to it (with a line saying so when ``say``)."""
     full = tuple(volume.spatial_shape)
     if roi is None:
         return (0,) * len(full), full
     lo = [int(np.floor(v + 0.5)) for v in volume.world_to_voxel(roi[0])]
     # stop is exclusive: the last voxel whose centre lies below roi stop
     hi = [int(np.ceil(v - 0.5)) for v in volume.world_to_voxel(roi[1])]
-    lo = [max(0, a) for a in lo]
-    hi = [min(n, b) for n, b in zip(full, hi)]
-    if any(b <= a for a, b in zip(lo, hi)):
+    clipped = ([max(0, a) for a in lo], [min(n, b) for n, b in zip(full, hi)])
+    if any(b <= a for a, b in zip(*clipped)):
         raise DataError.at(str(where), "--roi does not overlap the volume", got=roi,
                            fix=f"the volume spans {volume.roi[0]} to {volume.roi[1]} nm")
+    if say and (clipped[0] != lo or clipped[1] != hi):
+        start, stop = volume.voxel_to_world(clipped[0]), volume.voxel_to_world(clipped[1])  # as --roi reads them
+        text = ",".join(f"{a:g}:{b:g}" for a, b in zip(start, stop))
+        print(f"{where}: --roi reaches outside the volume; clipped to {text} nm "
+              f"({tuple(b - a for a, b in zip(*clipped))} voxels)", file=sys.stderr, flush=True)
+    lo, hi = clipped
     return tuple(lo), tuple(b - a for a, b in zip(lo, hi))
 
 

@@ -7,18 +7,15 @@ from typing import Any
 import torch
 
 from bioloop.errors import ConfigError
-from bioloop.tasks.base import config_where as _where, infer_mode
+from bioloop.tasks.base import Task, config_where as _where
 from bioloop.tasks.segmentation.config import SegmentationConfig
 
 
 
-class SegmentationTask:
+class SegmentationTask(Task):
     name = "segmentation"
     Config = SegmentationConfig
     default_key_metric = "iou_mean"
-
-    def metric_mode(self, metric: str) -> str:
-        return infer_mode(metric)
 
     # ------------------------------------------------------------ model and loss
     def build_model(self, cfg) -> torch.nn.Module:
@@ -79,7 +76,7 @@ class SegmentationTask:
 
     # ------------------------------------------------------------ data
     def build_datasets(self, cfg):
-        from bioloop.tasks.segmentation.data import BufferedPatches, RandomPatches, Tiles, open_crops
+        from bioloop.tasks.segmentation.data import BufferedPatches, RandomPatches, Tiles, cache_crops, open_crops
         from bioloop.tasks.segmentation.datasplit import ensure_datasplit
         from bioloop.tasks.segmentation.transforms import Normalizer, rotation_margin
 
@@ -88,9 +85,18 @@ class SegmentationTask:
         context = [n // 2 + 2 * m + 1 for n, m in zip(cfg.input_array_info.shape, margin)]
         train_crops = open_crops(cfg, "train", context=context)
         val_crops = open_crops(cfg, "validate", context=context)
+        # one bound for both; training and validation workers each keep a chunk cache
+        cache_crops(cfg, train_crops + val_crops, processes=max(1, cfg.num_workers) * (2 if val_crops else 1))
         normalizer = Normalizer.parse(cfg.normalization, _where(cfg, "normalization"))
         if normalizer.needs_fit:
             normalizer.fit([c.raw for c in train_crops])
+        if train_crops:
+            warning = normalizer.range_warning([c.raw for c in train_crops], train_crops[0].raw.dtype,
+                                               _where(cfg, "normalization"))
+            if warning:
+                import sys
+
+                print(warning, file=sys.stderr, flush=True)
         self._normalizer = normalizer
         self._has_cost_map = any(c.cost is not None for c in train_crops)
         kind = BufferedPatches if cfg.patch_per_buffer else RandomPatches

@@ -131,7 +131,8 @@ class TrackerSettings:
     persistent_tracking: bool = setting(False, "keep tracks across chunks of one video")
     max_gap: int | None = setting(None, "frames a track may be missing before it ends; None = never",
                                   validator=v.at_least(0))
-    max_tracks: int | None = setting(None, "at most this many tracks; then instances join existing tracks",
+    max_tracks: int | None = setting(None, "at most this many tracks; then an instance joins its best-scoring "
+                                     "existing track (None = no limit; instances no track may take are counted)",
                                      validator=v.at_least(1))
 
 

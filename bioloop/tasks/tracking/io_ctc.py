@@ -24,9 +24,42 @@ from bioloop.errors import ConfigError, DataError
 from bioloop.tasks.tracking.io_frames import ImageFrames, MissingFrames, numbered_files
 from bioloop.tasks.tracking.types import Instances, TrackSequence
 
-__all__ = ["check_ctc", "instances_from_labels", "read_ctc", "read_ctc_tracks", "write_ctc"]
+__all__ = ["check_ctc", "instances_from_labels", "mask_files", "read_ctc", "read_ctc_tracks", "write_ctc"]
 
 _SEQ = re.compile(r"^\d+$")
+
+
+def mask_files(folder: str, prefix: str, pattern: str | None = None, *, required: bool = True) -> dict[int, str]:
+    """{frame: path} of a label folder's masks: ``<prefix>TTT.tif`` (CTC: ``man_trackTTT.tif`` in GT
+    folders, ``maskTTT.tif`` in results), or ``pattern``, a file name with one ``*`` standing for the
+    frame number (``frame_*.tif`` reads frame_0000.tif as frame 0)."""
+    if pattern is None:
+        files = numbered_files(folder, (".tif", ".tiff"), prefix)
+        if files or not required:
+            return files
+        others = sorted(n for n in os.listdir(folder) if n.lower().endswith((".tif", ".tiff")))
+        raise DataError.at(folder, f"no mask files named {prefix}TTT.tif (the Cell Tracking Challenge names)",
+                           got=others[:5] or sorted(os.listdir(folder))[:5],
+                           fix="rename them, or name the pattern: --mask-pattern 'frame_*.tif' "
+                               "(mask_pattern=...; '*' stands for the frame number)")
+    if pattern.count("*") != 1:
+        raise ConfigError.at("mask_pattern", "needs exactly one '*' where the frame number is", got=pattern,
+                             fix="e.g. 'frame_*.tif'")
+    before, after = pattern.split("*")
+    rx = re.compile("^" + re.escape(before) + r"(\d+)" + re.escape(after) + "$")
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        m = rx.match(name)
+        if m:
+            t = int(m.group(1))
+            if t in files:
+                raise DataError.at(folder, f"two mask files for frame {t}", got=[os.path.basename(files[t]), name],
+                                   fix="keep one file per frame")
+            files[t] = os.path.join(folder, name)
+    if not files and required:
+        raise DataError.at(folder, f"no mask files match {pattern!r}", got=sorted(os.listdir(folder))[:5],
+                           fix="check --mask-pattern ('*' stands for the frame number)")
+    return files
 
 
 def read_ctc_tracks(path, where: str | None = None) -> np.ndarray:
@@ -52,7 +85,7 @@ def read_ctc_tracks(path, where: str | None = None) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
 
 
-def _locate(folder: str, sequence: str | None, gt: bool, where: str):
+def _locate(folder: str, sequence: str | None, gt: bool, where: str, pattern: str | None = None):
     """(raw folder or None, label folder, track file, mask prefix, sequence name) for the accepted layouts."""
     p = Path(os.path.abspath(folder))
     if not p.is_dir():
@@ -67,8 +100,10 @@ def _locate(folder: str, sequence: str | None, gt: bool, where: str):
     elif (p / "man_track.txt").is_file() or (p / "res_track.txt").is_file():
         gt = (p / "man_track.txt").is_file()
         seq, root, labels = p.name, None, p
-    elif numbered_files(str(p), (".tif", ".tiff"), "man_track") or numbered_files(str(p), (".tif", ".tiff"), "mask"):
-        gt = bool(numbered_files(str(p), (".tif", ".tiff"), "man_track"))  # masks whose table lives elsewhere
+    elif mask_files(str(p), "man_track", required=False) or mask_files(str(p), "mask", required=False):
+        gt = bool(mask_files(str(p), "man_track", required=False))  # masks whose table lives elsewhere
+        seq, root, labels = p.name, None, p
+    elif pattern is not None and mask_files(str(p), "", pattern, required=False):
         seq, root, labels = p.name, None, p
     else:
         if sequence is None and numbered_files(str(p), (".tif", ".tiff"), "t"):
@@ -133,7 +168,7 @@ class _LabelFrames:
 
 
 def read_ctc(folder, *, gt: bool = True, sequence: str | None = None, raw=None, track_file=None,
-             where: str | None = None) -> tuple[TrackSequence, np.ndarray]:
+             where: str | None = None, pattern: str | None = None) -> tuple[TrackSequence, np.ndarray]:
     """A CTC sequence and its track table (``read_ctc_tracks``: rows L B E P).
 
     ``folder`` may be the dataset root (with ``sequence='01'``, or the only numbered folder), the
@@ -141,19 +176,18 @@ def read_ctc(folder, *, gt: bool = True, sequence: str | None = None, raw=None, 
     ``01_RES``; a label folder decides ``gt`` by itself. Every label image is read once here to
     build the instances (``instances_from_labels``); frames and labels are read lazily afterwards.
     ``raw`` (a folder of ``tNNN.tif``) and ``track_file`` (the L B E P table, the reference's
-    ``gt_list``) override the places the layout implies.
+    ``gt_list``) override the places the layout implies; ``pattern`` names mask files that do not
+    follow the CTC names (``mask_files``).
     """
     folder = os.fspath(folder)
     where = where or folder
     raw_override = raw
-    raw, labels_dir, track, prefix, seq = _locate(folder, sequence, gt, where)
+    raw, labels_dir, track, prefix, seq = _locate(folder, sequence, gt, where, pattern)
     if raw_override is not None:
         raw = Path(raw_override)
     if track_file is not None:
         track = Path(track_file)
-    files = numbered_files(str(labels_dir), (".tif", ".tiff"), prefix)
-    if not files:
-        raise DataError.at(str(labels_dir), f"no {prefix}NNN.tif label images", fix="check the folder")
+    files = mask_files(str(labels_dir), prefix, pattern)
     raw_files = numbered_files(str(raw), (".tif", ".tiff"), "t") if raw is not None else {}
     n = max(max(files), max(raw_files, default=-1)) + 1
     table = read_ctc_tracks(track, str(track))
@@ -276,7 +310,7 @@ def _first_shape(masks_fn, n):
     raise DataError.at("write_ctc", "masks_fn returned no label image for any frame", fix="check masks_fn")
 
 
-def check_ctc(folder) -> list[str]:
+def check_ctc(folder, pattern: str | None = None) -> list[str]:
     """Problems that CTC / traccuracy evaluation would reject in a result (or TRA) folder; [] = valid."""
     import tifffile
 
@@ -288,11 +322,9 @@ def check_ctc(folder) -> list[str]:
         return [f"{folder}: no res_track.txt or man_track.txt"]
     try:
         table = read_ctc_tracks(track)
+        files = mask_files(folder, prefix, pattern)
     except DataError as exc:
         return [str(exc)]
-    files = numbered_files(folder, (".tif", ".tiff"), prefix)
-    if not files:
-        return [f"{folder}: no {prefix}NNN.tif masks"]
     problems, seen, shape = [], {}, None
     for t, path in sorted(files.items()):
         mask = np.asarray(tifffile.imread(path))

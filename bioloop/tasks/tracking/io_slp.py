@@ -125,10 +125,12 @@ def read_slp(slp_path, video_path=None, *, where: str | None = None, box_pad: fl
 
 
 def write_slp(path, sequences: TrackSequence | Sequence[TrackSequence], video_path, *,
-              fps: float | None = None) -> Path:
+              fps: float | None = None, provenance: dict | None = None) -> Path:
     """Write tracked predictions as a SLEAP .slp: one video per sequence (``video_path``: one path, or
     one per sequence), one ``PredictedInstance`` per instance with its points, scores and ``Track``
-    ``track_<id>`` (none for -1). ``read_slp`` gives back the same ids and points."""
+    ``track_<id>`` (none for -1); ``tracking_score`` is the instance's ``track_scores`` entry (the
+    tracker's association score), or empty when the sequence has none. ``provenance`` is stored in
+    the file's provenance (SLEAP shows it). ``read_slp`` gives back the same ids and points."""
     import sleap_io as sio
 
     seqs = [sequences] if isinstance(sequences, TrackSequence) else list(sequences)
@@ -158,13 +160,15 @@ def write_slp(path, sequences: TrackSequence | Sequence[TrackSequence], video_pa
             for j in range(len(inst)):
                 k = int(inst.track_ids[j])
                 n_pts = pts[j].shape[0]
+                t_score = None if inst.track_scores is None else float(inst.track_scores[j])
                 objs.append(sio.PredictedInstance.from_numpy(
                     pts[j], skeleton=skeleton, point_scores=np.full(n_pts, float(inst.scores[j])),
                     score=float(inst.scores[j]), track=tracks[k] if k >= 0 else None,
-                    tracking_score=1.0 if k >= 0 else None))
+                    tracking_score=t_score))
             labeled.append(sio.LabeledFrame(video=video, frame_idx=int(inst.frame), instances=objs))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sio.save_slp(sio.Labels(labeled_frames=labeled, videos=videos, skeletons=[skeleton], tracks=tracks),
-                 os.fspath(out), verbose=False)
+    labels = sio.Labels(labeled_frames=labeled, videos=videos, skeletons=[skeleton], tracks=tracks,
+                        provenance=dict(provenance or {}))
+    sio.save_slp(labels, os.fspath(out), verbose=False)
     return out

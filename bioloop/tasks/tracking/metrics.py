@@ -1,24 +1,30 @@
-"""Tracking scores: py-motmetrics (detection-aware) and Cell Tracking Challenge DET/TRA (AOGM).
+"""Tracking scores: py-motmetrics (detection-aware), TrackEval's HOTA (``metrics_hota``) and the Cell
+Tracking Challenge measures (``metrics_ctc``: DET, TRA, CT, TF, BC(i), CCA).
 
 ``mot_metrics`` matches predictions to ground truth by position in every frame (IoU of boxes or
 centroid distance), never by id, so a detector's misses and false alarms count. Distances are
-computed here (motmetrics 1.4's own helpers call np.asfarray, gone in NumPy 2).
-``ctc_scores`` follows Matula et al. 2015: a result mask matches a GT mask covering > 50% of it;
-AOGM-D = 5 NS + 10 FN + 1 FP, AOGM = AOGM-D + 1 ED + 1.5 EA + 1 EC, each normalised by the cost
-of building the GT graph from nothing (10 per node, 1.5 per edge).
+computed here (motmetrics 1.4's own helpers call np.asfarray, gone in NumPy 2). motmetrics' MOTP
+is a mean *distance*: 1 - IoU with box matching (0 is perfect), pixels with centroid matching.
+
+Untracked predicted instances (track id -1) are detections too: with ``untracked="count"`` (the
+default) each is a one-frame track of its own, so it is a false positive where it covers no true
+object and a match with an identity switch where it does; ``untracked="exclude"`` leaves them out
+(``untracked_count`` tells how many there were, and evaluate prints it).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from bioloop.config.structure import did_you_mean
 from bioloop.errors import ConfigError, DataError
+from bioloop.tasks.tracking.metrics_ctc import ctc_scores, read_ctc_folder
 from bioloop.tasks.tracking.types import Instances
+
+__all__ = ["ctc_scores", "mot_metrics", "mot_metrics_many", "read_ctc_folder", "untracked_count",
+           "with_untracked"]
 
 DEFAULT_MOT_METRICS = ("num_switches", "num_false_positives", "num_misses", "mota", "idf1")
 
@@ -49,148 +55,98 @@ def mot_distances(gt: Instances, pred: Instances, match: str, threshold: float) 
     return np.where(d <= threshold, d, np.nan)
 
 
-def mot_metrics(gt: Sequence[Instances], pred: Sequence[Instances],
-                metrics: Sequence[str] = DEFAULT_MOT_METRICS, match: str = "iou",
-                threshold: float | None = None, where: str = "metrics") -> dict:
-    """Score predicted tracks against GT with py-motmetrics; frames pair up by ``Instances.frame``.
+UNTRACKED = ("count", "exclude")
+_FRESH = 1 << 40  # ids given to untracked instances, above any real track id
 
-    ``match="iou"``: boxes match when IoU >= ``threshold`` (default 0.5); ``"centroid"``: when
-    centroids are at most ``threshold`` pixels apart (required). Predictions with id -1
-    (untracked) are ignored. Returns ``{name: value}`` (floats for scalar metrics).
-    """
-    import motmetrics as mm
 
-    names = _check_names(metrics, where)
+def untracked_count(frames: Sequence[Instances]) -> int:
+    return int(sum((f.track_ids < 0).sum() for f in frames))
+
+
+def with_untracked(frames: Sequence[Instances], untracked: str = "count", where: str = "evaluate") -> list[Instances]:
+    """``frames`` with untracked instances (id -1) given one-frame ids of their own ("count") or
+    dropped ("exclude")."""
+    if untracked not in UNTRACKED:
+        raise ConfigError.at(f"{where} untracked", "must be 'count' or 'exclude'", got=untracked,
+                             fix="count untracked instances as detections, or exclude them")
+    out, fresh = [], _FRESH
+    for f in frames:
+        lost = f.track_ids < 0
+        if not lost.any():
+            out.append(f)
+        elif untracked == "count":
+            ids = f.track_ids.copy()
+            ids[lost] = np.arange(fresh, fresh + lost.sum())
+            fresh += int(lost.sum())
+            out.append(Instances(f.frame, f.points, f.boxes, ids, scores=f.scores, mask_ids=f.mask_ids, z=f.z))
+        else:
+            keep = ~lost
+            pts = f.points[keep] if f.points.size else np.zeros((int(keep.sum()), 0, 2))
+            out.append(Instances(f.frame, pts, f.boxes[keep], f.track_ids[keep], scores=f.scores[keep],
+                                 mask_ids=None if f.mask_ids is None else f.mask_ids[keep],
+                                 z=None if f.z is None else f.z[keep]))
+    return out
+
+
+def _threshold(match: str, threshold: float | None, where: str) -> float:
     if match not in ("iou", "centroid"):
         raise ConfigError.at(f"{where} match", "must be 'iou' or 'centroid'", got=match,
                              fix="match boxes by IoU or points by centroid distance")
     if threshold is None:
         if match == "centroid":
-            raise ConfigError.at(f"{where} threshold",
-                                 "centroid matching needs a distance in pixels",
+            raise ConfigError.at(f"{where} threshold", "centroid matching needs a distance in pixels",
                                  got=None, fix="pass threshold=<pixels>, e.g. 10")
-        threshold = 0.5
+        return 0.5
+    return threshold
+
+
+def accumulate(gt: Sequence[Instances], pred: Sequence[Instances], match: str = "iou",
+               threshold: float | None = None, untracked: str = "count", where: str = "metrics"):
+    """A motmetrics ``MOTAccumulator`` of one sequence; frames pair up by ``Instances.frame``."""
+    import motmetrics as mm
+
+    threshold = _threshold(match, threshold, where)
+    pred = with_untracked(pred, untracked, where)
     g_by, p_by = {f.frame: f for f in gt}, {f.frame: f for f in pred}
     acc = mm.MOTAccumulator(auto_id=False)
     empty = Instances(frame=-1, points=np.zeros((0, 0, 2)), boxes=np.zeros((0, 4)), track_ids=[])
     for t in sorted(set(g_by) | set(p_by)):
         g, p = g_by.get(t, empty), p_by.get(t, empty)
-        keep = p.track_ids >= 0
-        if not keep.all():
-            pts = p.points[keep] if p.points.size else np.zeros((keep.sum(), 0, 2))
-            p = Instances(frame=t, points=pts, boxes=p.boxes[keep], track_ids=p.track_ids[keep])
-        acc.update(g.track_ids.tolist(), p.track_ids.tolist(),
-                   mot_distances(g, p, match, threshold), frameid=int(t))
+        acc.update(g.track_ids.tolist(), p.track_ids.tolist(), mot_distances(g, p, match, threshold),
+                   frameid=int(t))
+    return acc
+
+
+def mot_metrics(gt: Sequence[Instances], pred: Sequence[Instances],
+                metrics: Sequence[str] = DEFAULT_MOT_METRICS, match: str = "iou",
+                threshold: float | None = None, where: str = "metrics", untracked: str = "count") -> dict:
+    """Score predicted tracks against GT with py-motmetrics; frames pair up by ``Instances.frame``.
+
+    ``match="iou"``: boxes match when IoU >= ``threshold`` (default 0.5); ``"centroid"``: when
+    centroids are at most ``threshold`` pixels apart (required). ``untracked``: see the module
+    docstring. Returns ``{name: value}`` (floats for scalar metrics).
+    """
+    import motmetrics as mm
+
+    names = _check_names(metrics, where)
+    acc = accumulate(gt, pred, match, threshold, untracked, where)
     out = mm.metrics.create().compute(acc, metrics=names, return_dataframe=False)
     return {k: (float(v) if np.isscalar(v) else v) for k, v in out.items()}
 
 
-# ------------------------------------------------------------------------------- CTC
-def read_ctc_folder(folder: str | os.PathLike) -> tuple[list[np.ndarray], np.ndarray]:
-    """Label images (sorted by frame) and the L B E P table of a CTC GT TRA or RES folder."""
-    import tifffile
+def mot_metrics_many(pairs: Sequence[tuple[Sequence[Instances], Sequence[Instances]]], names: Sequence[str],
+                     metrics: Sequence[str] = DEFAULT_MOT_METRICS, match: str = "iou",
+                     threshold: float | None = None, where: str = "metrics",
+                     untracked: str = "count") -> dict[str, dict[str, float]]:
+    """{sequence name: {metric: value}} for every (gt, pred) pair plus "OVERALL": motmetrics'
+    ``compute_many(..., generate_overall=True)`` (counts summed, ratios recomputed from the sums)."""
+    import motmetrics as mm
 
-    folder = Path(folder)
-    names = ("man_track.txt", "res_track.txt")
-    table = next((folder / n for n in names if (folder / n).exists()), None)
-    if table is None:
-        raise DataError.at(str(folder), "no man_track.txt or res_track.txt in this folder",
-                           got=sorted(p.name for p in folder.glob("*"))[:5],
-                           fix="point at a CTC '<seq>_GT/TRA' or '<seq>_RES' folder")
-    tifs = sorted(p for p in folder.glob("*.tif") if p.stem.startswith(("man_track", "mask")))
-    tracks = np.loadtxt(table, dtype=np.int64, ndmin=2).reshape(-1, 4)
-    return [tifffile.imread(p) for p in tifs], tracks
-
-
-def _nodes(masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(label, frame) of every object present: two (n,) arrays."""
-    labs, frames = [], []
-    for t, m in enumerate(masks):
-        u = np.unique(m)
-        u = u[u > 0]
-        labs.append(u)
-        frames.append(np.full(len(u), t))
-    return np.concatenate(labs).astype(np.int64), np.concatenate(frames).astype(np.int64)
-
-
-def _edges(labels: np.ndarray, frames: np.ndarray, tracks: np.ndarray) -> dict[tuple, bool]:
-    """{((l1, t1), (l2, t2)): is_parent_link} over track links and parent links present as nodes."""
-    present = set(zip(labels.tolist(), frames.tolist()))
-    edges = {((l, t), (l, t + 1)): False for l, t in present if (l, t + 1) in present}
-    last = {}
-    for l, t in present:
-        last[l] = max(last.get(l, -1), t)
-    first = {}
-    for l, t in present:
-        first[l] = min(first.get(l, 1 << 60), t)
-    for lab, _b, _e, parent in tracks.tolist():
-        if parent > 0 and parent in last and lab in first:
-            edges[((parent, last[parent]), (lab, first[lab]))] = True
-    return edges
-
-
-def _match(gt: np.ndarray, res: np.ndarray) -> list[tuple[int, int]]:
-    """(gt label, res label) pairs where the res object covers > 50% of the gt object."""
-    g, r = gt.ravel().astype(np.int64), res.ravel().astype(np.int64)
-    inside = g > 0
-    if not inside.any():
-        return []
-    g_size = np.bincount(g[inside])
-    pair = np.unique(np.stack([g[inside], r[inside]]), axis=1, return_counts=True)
-    (gl, rl), counts = pair
-    ok = (rl > 0) & (counts * 2 > g_size[gl])
-    return list(zip(gl[ok].tolist(), rl[ok].tolist()))
-
-
-def _table(tracks) -> np.ndarray:
-    return np.zeros((0, 4), np.int64) if tracks is None else np.asarray(tracks).reshape(-1, 4)
-
-
-def ctc_scores(gt, res, gt_tracks: np.ndarray | None = None,
-               res_tracks: np.ndarray | None = None) -> dict[str, float]:
-    """DET and TRA of a result against CTC ground truth, plus the error counts.
-
-    ``gt``/``res``: a CTC folder, or a list of per-frame label images (then pass ``gt_tracks`` and
-    ``res_tracks``, the (k, 4) L B E P tables of man_track.txt / res_track.txt).
-    """
-    if isinstance(gt, (str, os.PathLike)):
-        gt, gt_tracks = read_ctc_folder(gt)
-    if isinstance(res, (str, os.PathLike)):
-        res, res_tracks = read_ctc_folder(res)
-    if len(gt) != len(res):
-        raise DataError.at("ctc_scores", "ground truth and result have a different number of "
-                           "frames", got=(len(gt), len(res)),
-                           fix="score the same frames of the same sequence")
-    gt_tracks, res_tracks = _table(gt_tracks), _table(res_tracks)
-    g_lab, g_fr = _nodes(gt)
-    r_lab, r_fr = _nodes(res)
-    to_res, n_gt_per_res = {}, {}
-    for t, (gm, rm) in enumerate(zip(gt, res)):
-        if gm.shape != rm.shape:
-            raise DataError.at(f"ctc_scores frame {t}", "result and GT masks differ in shape",
-                               got=(rm.shape, gm.shape), fix="write result masks at the GT size")
-        for gl, rl in _match(gm, rm):
-            to_res[(gl, t)] = (rl, t)
-            n_gt_per_res[(rl, t)] = n_gt_per_res.get((rl, t), 0) + 1
-    n_gt = len(g_lab)
-    fn = n_gt - len(to_res)
-    fp = len(r_lab) - len(n_gt_per_res)
-    ns = sum(k - 1 for k in n_gt_per_res.values())
-    g_edges, r_edges = _edges(g_lab, g_fr, gt_tracks), _edges(r_lab, r_fr, res_tracks)
-    ea = ec = 0
-    covered = set()
-    for (a, b), parent in g_edges.items():
-        ra, rb = to_res.get(a), to_res.get(b)
-        if ra is None or rb is None or (ra, rb) not in r_edges:
-            ea += 1
-            continue
-        covered.add((ra, rb))
-        ec += int(r_edges[(ra, rb)] != parent)
-    ed = sum(1 for e in r_edges if e not in covered)
-    aogm_d = 5 * ns + 10 * fn + 1 * fp
-    aogm = aogm_d + 1 * ed + 1.5 * ea + 1 * ec
-    d0, t0 = 10.0 * n_gt, 10.0 * n_gt + 1.5 * len(g_edges)
-    return {"DET": 1 - min(aogm_d, d0) / d0 if d0 else float("nan"),
-            "TRA": 1 - min(aogm, t0) / t0 if t0 else float("nan"),
-            "AOGM_D": float(aogm_d), "AOGM": float(aogm), "NS": ns, "FN": fn, "FP": fp,
-            "ED": ed, "EA": ea, "EC": ec}
+    metric_names = _check_names(metrics, where)
+    if "OVERALL" in names or len(set(names)) != len(names):
+        raise DataError.at(where, "sequence names must be unique and not 'OVERALL'", got=list(names),
+                           fix="rename the sequences")
+    accs = [accumulate(g, p, match, threshold, untracked, where) for g, p in pairs]
+    frame = mm.metrics.create().compute_many(accs, metrics=metric_names, names=list(names),
+                                            generate_overall=True)
+    return {str(row): {k: float(frame.loc[row, k]) for k in metric_names} for row in frame.index}

@@ -1,7 +1,11 @@
 """The global tracking transformer (GTR/DREEM): crops of a window in, association logits out.
 
 ``VisualEncoder`` turns instance crops ``(N, C, H, W)`` into features ``(N, d_model)`` (a timm model
-with global pooling, or a torchvision ResNet without ``fc``, then a Linear). Nothing is downloaded:
+with global pooling, or a torchvision ResNet without ``fc``, then a Linear sized from the encoder's
+pooled output: timm's ``head_hidden_size``, which differs from ``num_features`` for models with a
+pre-logits head such as MobileNetV3). Any timm family works (ResNet, EfficientNet, MobileNet,
+ConvNeXt, ViT...); a ViT needs ``img_size`` = the crop size (or ``dynamic_img_size=True``) among
+its encoder settings. Nothing is downloaded:
 ``pretrained=True`` is refused, a local weights file loads (first conv adapted to ``in_chans``).
 
 ``GlobalTrackingTransformer.forward(ref_crops, ref_boxes, ref_times, query_index)`` adds spatial
@@ -48,7 +52,10 @@ def _build_timm(model_name: str, in_chans: int, kwargs: dict) -> tuple[nn.Module
         raise ConfigError.at(_ENC, f"timm cannot build {model_name!r} with these settings "
                              f"({exc})", got=sorted(kwargs),
                              fix="drop the settings timm does not accept") from exc
-    return body, int(body.num_features)
+    # the pooled output width: timm's head_hidden_size where a model has a pre-logits head (MobileNetV3:
+    # 1024 pooled vs num_features 288), else num_features
+    width = getattr(body, "head_hidden_size", None) or body.num_features
+    return body, int(width)
 
 
 def _build_torchvision(model_name: str, in_chans: int, kwargs: dict) -> tuple[nn.Module, int]:
@@ -112,7 +119,13 @@ class VisualEncoder(nn.Module):
                                "channels (anchors stacked as channels count once each)")
         if len(crops) == 0:
             return crops.new_zeros(0, self.d_model)
-        return self.out_layer(self.backbone(crops.float()))
+        feats = self.backbone(crops.float())
+        if feats.ndim != 2 or feats.shape[1] != self.out_layer.in_features:
+            raise DataError.at(_ENC, "the encoder's pooled output does not have the width bioloop sized the "
+                               f"projection for ({self.out_layer.in_features})", got=tuple(feats.shape),
+                               fix="use a timm model with global pooling (num_classes=0), or report the "
+                               "model name")
+        return self.out_layer(feats)
 
 
 def _check_int(value, name: str, low: int) -> int:

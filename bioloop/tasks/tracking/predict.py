@@ -70,10 +70,13 @@ def encode(model, crops: torch.Tensor, batch_size: int, device) -> torch.Tensor:
 
 
 def track_sequence(model, seq: TrackSequence, cfg, *, settings=None, persistent: bool | None = None,
-                   batch_size: int = DEFAULT_BATCH, score_fn=None, bar=None) -> list[np.ndarray]:
+                   batch_size: int = DEFAULT_BATCH, score_fn=None, bar=None, tracker=None,
+                   with_scores: bool = False):
     """Predicted track ids of every frame of ``seq`` (-1: not tracked, e.g. frames over max_objects).
 
-    ``score_fn(window, image_hw)`` replaces the model's association logits (tests, ablations)."""
+    ``score_fn(window, image_hw)`` replaces the model's association logits (tests, ablations).
+    ``tracker``: the Tracker to use (default: one from ``cfg.tracker``; read its ``unassigned``
+    afterwards). ``with_scores``: ``(ids, association scores)`` per frame (0 where not tracked)."""
     from bioloop.tasks.tracking.data import TrackingClips
 
     settings = settings or inference_settings(cfg)
@@ -82,9 +85,10 @@ def track_sequence(model, seq: TrackSequence, cfg, *, settings=None, persistent:
     per_anchor = cfg.gtr.encoder_cfg.in_chans // anchors
     dataset = TrackingClips([seq], _clips(len(seq), settings.clip_length), settings, train=False,
                             channels=per_anchor if per_anchor in (1, 3) else None, where="dataset.test_dataset")
-    tracker = build_tracker(cfg, persistent)
+    tracker = build_tracker(cfg, persistent) if tracker is None else tracker
     device = next(model.parameters()).device
     ids = [np.full(len(f), -1, np.int64) for f in seq.frames]
+    scores = [np.zeros(len(f)) for f in seq.frames]
     with torch.no_grad():
         for item in _prefetch(dataset[i] for i in range(len(dataset))):
             feats = encode(model, item["crops"], batch_size, device)
@@ -95,11 +99,11 @@ def track_sequence(model, seq: TrackSequence, cfg, *, settings=None, persistent:
             todo = [(seq.frames[t], feats[a:b]) for t, (a, b) in bounds.items() if b - a == len(seq.frames[t])]
             hw = item["image_hw"]
             fn = model_score_fn(model, hw) if score_fn is None else (lambda w, hw=hw: score_fn(w, hw))
-            for (inst, _), got in zip(todo, tracker.track(todo, fn)):
-                ids[inst.frame] = got
+            for (inst, _), got, sc in zip(todo, *tracker.track(todo, fn, with_scores=True)):
+                ids[inst.frame], scores[inst.frame] = got, sc
             if bar is not None:
                 bar.update(stop - item["start"])
-    return ids
+    return (ids, scores) if with_scores else ids
 
 
 def _video_paths(path: str, seqs: list[TrackSequence], video: str | None) -> list[str]:
@@ -141,25 +145,36 @@ def predict_tracking(cfg, model, *, extras=None, input=None, output=None, video=
     _check_output(out, overwrite)
     model = getattr(model, "module", model).eval()
     total = sum(len(s) for s in seqs)
-    tracked = []
+    tracked, untracked = [], 0
     with tqdm(total=total, desc="tracking", unit="frame", disable=not progress_enabled(not show_progress)) as bar:
         for seq in seqs:
-            ids = track_sequence(model, seq, cfg, batch_size=batch_size or DEFAULT_BATCH, score_fn=score_fn,
-                                 bar=bar)
-            frames = [Instances(f.frame, f.points, f.boxes, k, scores=f.scores, mask_ids=f.mask_ids, z=f.z)
-                      for f, k in zip(seq.frames, ids)]
+            tracker = build_tracker(cfg, bool(cfg.runner.persistent_tracking.test))
+            ids, scores = track_sequence(model, seq, cfg, batch_size=batch_size or DEFAULT_BATCH,
+                                         score_fn=score_fn, bar=bar, tracker=tracker, with_scores=True)
+            frames = [Instances(f.frame, f.points, f.boxes, k, scores=f.scores, mask_ids=f.mask_ids, z=f.z,
+                                track_scores=sc) for f, k, sc in zip(seq.frames, ids, scores)]
             tracked.append(attrs.evolve(seq, frames=frames))
-    return _write(out, fmt_out, tracked, input=str(input), video=video)
+            untracked += sum(int((k < 0).sum()) for k in ids)
+    n_inst = sum(len(f) for s in seqs for f in s.frames)
+    if untracked:
+        lost = " and are not in the MOT file" if fmt_out == "mot" else ""
+        print(f"tracking: {untracked} of {n_inst} instances were left without a track{lost} (tracker "
+              f"max_tracks={cfg.tracker.max_tracks}, max_center_dist={cfg.tracker.max_center_dist}; frames over "
+              f"max_objects are not tracked)")
+    meta = {"bioloop_instances": n_inst, "bioloop_untracked_instances": untracked,
+            "bioloop_checkpoint": str((extras or {}).get("checkpoint", ""))}
+    return _write(out, fmt_out, tracked, input=str(input), video=video, provenance=meta)
 
 
-def _write(out: Path, fmt: str, seqs: list[TrackSequence], *, input: str, video: str | None) -> Path:
+def _write(out: Path, fmt: str, seqs: list[TrackSequence], *, input: str, video: str | None,
+           provenance: dict | None = None) -> Path:
     from bioloop.tasks.tracking import io
 
     if fmt == "slp":
         if not out.name.endswith(".slp"):
             raise ConfigError.at(str(out), "a .slp output needs the .slp ending", fix="e.g. --output tracked.slp")
         vids = _video_paths(input, seqs, video) if input.lower().endswith(".slp") else [video or input] * len(seqs)
-        return io.write_slp(out, seqs, vids)
+        return io.write_slp(out, seqs, vids, provenance=provenance)
     if fmt == "mot":
         return io.write_mot(out, seqs[0])
     io.write_ctc(out, seqs[0])

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bioloop.errors import ConfigError
-from bioloop.tasks.base import config_where as _where, infer_mode
+from bioloop.tasks.base import Task, config_where as _where, infer_mode
 from bioloop.tasks.tracking.config import TrackingConfig
 from bioloop.tasks.tracking.types import Instances, TrackSequence
 
@@ -184,7 +184,7 @@ def clip_instances(clip: dict) -> list[Instances]:
     return out
 
 
-class TrackingTask:
+class TrackingTask(Task):
     name = "tracking"
     Config = TrackingConfig
     default_key_metric = "loss"

@@ -16,13 +16,22 @@ frame that has instances and references, where ``window`` is a :class:`Window`. 
 7. Hungarian assignment maximising the score; a pair is kept when ``score >= thresh`` with
    ``thresh = overlap_thresh * n_refs(track)`` if ``mult_thresh`` (GTR: a track seen k times in the
    window can score up to k) else ``overlap_thresh``. Rejected or unmatched queries start new tracks
-   in query order; once ``max_tracks`` live tracks exist, a rejected query keeps its Hungarian
-   track instead, and a query with no (allowed) track stays -1.
+   in query order. Once ``max_tracks`` live tracks exist, a query that would start a new track
+   joins an existing one instead (GTR): its Hungarian track when it had one, else the track it
+   scores best (several instances of a frame may then share a track). Only a query with no
+   allowed track at all (every track beyond ``max_center_dist``, or none yet) stays -1; such
+   instances are counted in ``Tracker.unassigned``.
 8. ``max_gap``: a track missing for more than ``max_gap`` consecutive frames (by frame number)
    is terminated; its id is never reused.
 
 Frame numbers must increase; a frame number not after the previous one starts a new video (the
 state is reset). ``persistent_tracking=False`` also resets at the start of every ``track()`` call.
+
+Association scores (``track(..., with_scores=True)``, written as SLEAP's ``tracking_score``): the
+trajectory score of step 5-6 for the track an instance was assigned to, i.e. the number the
+threshold of step 7 was compared with (a sum over the track's references of probabilities in
+[0, 1], so up to ``window_size - 1``; the IoU reweighting can raise it). An instance that starts a
+new track, or stays unassigned, scores 0.
 """
 
 from __future__ import annotations
@@ -169,6 +178,7 @@ class Tracker:
         _check("max_center_dist", self.max_center_dist is None or self.max_center_dist >= 0,
                "must be None or a distance in pixels >= 0", self.max_center_dist,
                "use None (or 0) to disable")
+        self.unassigned = 0  # instances left without a track (see the module docstring), over all calls
         self.reset()
 
     def reset(self) -> None:
@@ -185,34 +195,39 @@ class Tracker:
         self._next_id = 0
         self._last_frame: int | None = None
 
-    def track(self, frames: Iterable, score_fn: ScoreFn) -> list[np.ndarray]:
-        """Track ``frames`` (``Instances`` or ``(Instances, feats)``); ids per frame, -1: none."""
+    def track(self, frames: Iterable, score_fn: ScoreFn, *, with_scores: bool = False):
+        """Track ``frames`` (``Instances`` or ``(Instances, feats)``); ids per frame, -1: none.
+
+        ``with_scores``: ``(ids per frame, association scores per frame)`` (module docstring)."""
         if not self.persistent_tracking:
             self.reset()
-        out = []
+        ids, scores = [], []
         for item in frames:
             inst, feats = item if isinstance(item, tuple) else (item, None)
-            out.append(self._step(inst, feats, score_fn))
-        return out
+            k, s = self._step(inst, feats, score_fn)
+            ids.append(k)
+            scores.append(s)
+        return (ids, scores) if with_scores else ids
 
     # ---------------------------------------------------------------- per frame
-    def _step(self, inst: Instances, feats, score_fn: ScoreFn) -> np.ndarray:
+    def _step(self, inst: Instances, feats, score_fn: ScoreFn) -> tuple[np.ndarray, np.ndarray]:
         t = int(inst.frame)
         if self._last_frame is not None and t <= self._last_frame:
             self.reset()
         self._last_frame = t
         self._terminate(t)
         n_q = len(inst)
-        ids = np.full(n_q, -1, np.int64)
+        ids, scores = np.full(n_q, -1, np.int64), np.zeros(n_q)
         if n_q == 0:
-            return ids
+            return ids, scores
         if len(self._r_frame) == 0:
             for i in range(n_q):
                 ids[i] = self._new_track()
         else:
-            ids = self._associate(inst, feats, score_fn)
+            ids, scores = self._associate(inst, feats, score_fn)
+        self.unassigned += int((ids < 0).sum())
         self._add(inst, feats, ids, t)
-        return ids
+        return ids, scores
 
     def _terminate(self, t: int) -> None:
         alive = (t - self._t_last - 1) <= self.max_gap
@@ -270,7 +285,7 @@ class Tracker:
             score = np.where(d > self.max_center_dist, -np.inf, score)
         return score, track_ids, counts
 
-    def _associate(self, inst: Instances, feats, score_fn: ScoreFn) -> np.ndarray:
+    def _associate(self, inst: Instances, feats, score_fn: ScoreFn) -> tuple[np.ndarray, np.ndarray]:
         window = self._window(inst, feats)
         score, track_ids, counts = self.trajectory_scores(window, score_fn(window))
         n_q = len(inst)
@@ -282,13 +297,20 @@ class Tracker:
         rows, cols = rows[ok], cols[ok]
         thresh = self.overlap_thresh * (counts[cols] if self.mult_thresh else 1.0)
         passed = score[rows, cols] >= thresh
-        ids = np.full(n_q, -1, np.int64)
+        ids, scores = np.full(n_q, -1, np.int64), np.zeros(n_q)
         ids[rows[passed]] = track_ids[cols[passed]]
-        fallback = np.full(n_q, -1, np.int64)
-        fallback[rows] = track_ids[cols]
+        scores[rows[passed]] = score[rows[passed], cols[passed]]
+        fallback = np.full(n_q, -1, np.int64)  # column of the track each query joins once tracks are full
+        fallback[rows] = cols
+        best = np.argmax(np.where(allowed, score, -np.inf), axis=1)
+        no_pair = (fallback < 0) & allowed.any(axis=1)
+        fallback[no_pair] = best[no_pair]
         for i in np.flatnonzero(ids < 0):  # only the queries without a kept match
-            ids[i] = self._new_track() if len(self._t_id) < self.max_tracks else fallback[i]
-        return ids
+            if len(self._t_id) < self.max_tracks:
+                ids[i] = self._new_track()
+            elif fallback[i] >= 0:
+                ids[i], scores[i] = track_ids[fallback[i]], score[i, fallback[i]]
+        return ids, scores
 
     # ---------------------------------------------------------------- state
     def _add(self, inst: Instances, feats, ids: np.ndarray, t: int) -> None:

@@ -25,7 +25,8 @@ class Instances:
     """The instances of one frame: ``points (n, P, 2)``, ``boxes (n, 4)``, ``track_ids (n,)``, ``scores (n,)``.
 
     ``mask_ids (n,)``: each instance's value in the frame's label image (Cell Tracking Challenge
-    masks), or None. ``z (n,)``: the centroid's z for 3D data, or None.
+    masks), or None. ``z (n,)``: the centroid's z for 3D data, or None. ``track_scores (n,)``: the
+    tracker's association score of each instance's assignment (see ``tracker.py``), or None.
     """
 
     frame: int
@@ -35,6 +36,7 @@ class Instances:
     scores: np.ndarray | None = None
     mask_ids: np.ndarray | None = None
     z: np.ndarray | None = None
+    track_scores: np.ndarray | None = None
 
     def __attrs_post_init__(self):
         n = len(self.boxes)
