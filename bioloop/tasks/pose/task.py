@@ -135,17 +135,18 @@ class PoseTask(Task):
             train = WithUnlabeled(train, clips)
         return train, val
 
-    def before_training(self, cfg, train_set, logger, say) -> None:
+    def before_training(self, cfg, train_set, logger, say) -> bool:
         """Warn about a split that cannot keep videos apart, on screen and in run.json (``warnings``)."""
         note = self._split(cfg, load_labels(cfg)).note
         if not note:
-            return
+            return True
         message = f"{_where(cfg, 'train_prob')}: warning: {note}"
         say(message)
         if getattr(logger, "enabled", True):
             from bioloop.config.record import update_run_json
 
             update_run_json(cfg.run_dir, warnings=[message])
+        return True
 
     # ------------------------------------------------------------ steps
     @staticmethod
