@@ -223,16 +223,20 @@ def _relaunch(arguments, devices) -> int:
 @click.option("--mask-pattern", default=None, help="Tracking: CTC mask file names other than man_trackTTT.tif / "
               "maskTTT.tif, with '*' for the frame number (e.g. 'frame_*.tif').")
 @click.option("--report", default=None, help="Also write the scores to this JSON file.")
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
+              help="Pose: score only the labeled frames of this split of the run (its split.csv) [default: all].")
 @_override
 @_quiet
 def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, untracked,
-             mask_pattern, report, overrides, quiet):
+             mask_pattern, report, overrides, quiet, split=None):
     """Score a prediction against ground truth and print a table (per class, or per keypoint)."""
     from bioloop import api
     from bioloop.errors import ConfigError
 
     cfg = api.load_config(config, overrides)
     ctx = click.get_current_context()
+    if cfg.task != "pose":
+        _refuse_other_tasks_flags(ctx, cfg.task, ("split",))
     if cfg.task != "tracking":
         _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold", "untracked", "mask_pattern"))
         if len(prediction) > 1 or len(truth) > 1:
@@ -249,7 +253,7 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
             raise click.UsageError(f"--kind and --iou-threshold do not apply to the {cfg.task} task")
-        result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report)
+        result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report, split=split)
     else:
         if not truth and not crops:
             raise ConfigError.at("evaluate", "give --truth (a crop group) or --crops (a datasplit CSV)")

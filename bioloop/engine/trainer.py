@@ -336,6 +336,8 @@ class Trainer:
 def _summary(metrics: dict[str, float], key: str) -> str:
     shown = {k: v for k, v in metrics.items() if "/" not in k}
     text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
+    if key in metrics and key not in shown:  # e.g. pose's pixel_error/mean: show its own value
+        text += f", {key}={metrics[key]:.4g}"
     return text + (f" (key metric {key})" if key in metrics else "")
 
 
