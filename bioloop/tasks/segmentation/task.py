@@ -167,7 +167,8 @@ class SegmentationTask(Task):
     def process(self, cfg, **options):
         from bioloop.tasks.segmentation.process import process_volume
 
-        return process_volume(cfg.process, list(cfg.classes), storage_options=cfg.storage_options or None, **options)
+        return process_volume(cfg.process, list(cfg.classes), storage_options=cfg.storage_options or None,
+                              zarr_format=cfg.output_zarr_format, **options)
 
 
 def _loss(loss_fn, output, batch) -> torch.Tensor:
