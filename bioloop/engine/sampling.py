@@ -24,7 +24,11 @@ def batches_per_epoch(dataset_len: int, *, iterations_per_epoch: int | None, bat
 
 
 class EpochSampler(Sampler):
-    """Yields ``(index, sample_seed)`` for one epoch of one rank, from ``start_batch`` on."""
+    """Yields ``(index, sample_seed)`` for one epoch of one rank, from ``start_batch`` on.
+
+    The pairs are :class:`bioloop.engine.loader.SampleKey` tuples that also carry ``.epoch``;
+    ``epoch`` and ``start_batch`` may be changed between iterations (a loader built once per run).
+    """
 
     def __init__(
         self,
@@ -65,6 +69,8 @@ class EpochSampler(Sampler):
         return np.concatenate([rng.permutation(self.n) for _ in range(passes)])
 
     def __iter__(self):
+        from bioloop.engine.loader import SampleKey
+
         total = self.num_batches * self.batch_size * self.world
         order = self._order(total)
         for batch in range(self.start_batch, self.num_batches):
@@ -74,7 +80,7 @@ class EpochSampler(Sampler):
                     np.random.SeedSequence([self.seed, self.epoch, position]).generate_state(1, dtype=np.uint64)[0]
                     % (2**63)
                 )
-                yield int(order[position]), sample_seed
+                yield SampleKey(int(order[position]), sample_seed, self.epoch)
 
 
 class ShardSampler(Sampler):

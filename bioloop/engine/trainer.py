@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from bioloop._version import __version__
 from bioloop.config.record import update_run_json, write_run_records
@@ -27,7 +26,8 @@ from bioloop.engine.optim import build_optimizer, build_scheduler, current_lrs, 
 from bioloop.engine.resume import load_start_state, resume_command, training_state
 from bioloop.engine.rng import seed_everything
 from bioloop.engine.runtime import Runtime, all_gather_objects, barrier, to_device
-from bioloop.engine.sampling import EpochSampler, batches_per_epoch
+from bioloop.engine.loader import TrainLoader
+from bioloop.engine.sampling import batches_per_epoch
 from bioloop.engine.selection import Selection
 from bioloop.engine.signals import StopRequest
 from bioloop.engine.step import TrainingStep, wrap_for_training
@@ -123,22 +123,19 @@ class Trainer:
             finally:
                 self.logger.close()
 
-    def _loader(self, epoch: int) -> DataLoader:
+    def _loader(self, epoch: int):
+        """The batches of ``epoch`` from the run's one training DataLoader (its workers persist)."""
         cfg, rt = self.cfg, self.rt
         set_epoch = getattr(self.train_set, "set_epoch", None)
-        if callable(set_epoch):  # e.g. a patch buffer refreshed every few epochs
+        if callable(set_epoch):  # e.g. a patch buffer refreshed every few epochs (workers get it per item)
             set_epoch(epoch)
-        sampler = EpochSampler(
-            len(self.train_set), epoch=epoch, seed=cfg.random_seed, batch_size=cfg.batch_size,
-            iterations_per_epoch=cfg.iterations_per_epoch, rank=rt.rank, world_size=rt.world_size,
-            start_batch=self.progress.batch_in_epoch,
-        )
-        return DataLoader(
-            self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-            collate_fn=self.task.collate, pin_memory=rt.device.type == "cuda",
-            generator=torch.Generator().manual_seed(cfg.random_seed + epoch),
-            persistent_workers=False,
-        )
+        if getattr(self, "_train_loader", None) is None:
+            self._train_loader = TrainLoader(
+                self.train_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.random_seed,
+                iterations_per_epoch=cfg.iterations_per_epoch, rank=rt.rank, world_size=rt.world_size,
+                collate_fn=self.task.collate, pin_memory=rt.device.type == "cuda",
+            )
+        return self._train_loader.epoch(epoch, self.progress.batch_in_epoch)
 
     def _train_epoch(self, epoch: int) -> None:
         cfg, p = self.cfg, self.progress

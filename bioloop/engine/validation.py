@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.data import DataLoader
-
 from bioloop.engine import progress
+from bioloop.engine.loader import validation_loader
 from bioloop.engine.runtime import all_gather_objects, to_device
-from bioloop.engine.sampling import ShardSampler
 
 
 def validate(trainer) -> tuple[dict[str, float], dict]:
@@ -18,9 +16,11 @@ def validate(trainer) -> tuple[dict[str, float], dict]:
     model = trainer.model
     dataset = trainer.val_set
     batch_size = cfg.validation_batch_size or cfg.batch_size
-    sampler = ShardSampler(len(dataset), rank=rt.rank, world_size=rt.world_size)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        collate_fn=task.collate, pin_memory=rt.device.type == "cuda")
+    loader = getattr(trainer, "_val_loader", None)
+    if loader is None:  # built once per run: its workers persist across validation passes
+        loader = trainer._val_loader = validation_loader(
+            dataset, batch_size=batch_size, num_workers=cfg.num_workers, rank=rt.rank, world_size=rt.world_size,
+            collate_fn=task.collate, pin_memory=rt.device.type == "cuda")
     limit = len(loader)
     if cfg.validation_batch_limit is not None:
         limit = min(limit, math.ceil(cfg.validation_batch_limit / rt.world_size))

@@ -118,6 +118,10 @@ class SegmentationConfig(TrainingConfig):
     output_zarr_format: Literal[2, 3] = setting(
         3, "zarr format of what predict and process write: 3 = OME-NGFF 0.5; 2 = OME-NGFF 0.4, for viewers and "
            "pipelines that do not read 0.5 yet")
+    cache_bytes: int | None = setting(
+        None, "bytes of crop data (labels, cost maps, raw around each crop) held in memory, read once at start-up; "
+              "beyond it the rest is read in storage-chunk blocks through an LRU cache; None = a quarter of RAM",
+        validator=v.at_least(1))
     process: ProcessConfig = setting(factory=ProcessConfig, doc="`bioloop process`: thresholds, connected "
                                      "components, watershed, minimum size, or your own process_func")
 

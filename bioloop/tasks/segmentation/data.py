@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from bioloop.data.datasplit import CropEntry, read_datasplit
 from bioloop.data.ngff import Volume
 from bioloop.data.sources import exists, open_image
 from bioloop.errors import DataError
 
-# Raw regions at most this many voxels per crop are copied into memory once (reads then cost
-# nothing); larger crops are read from storage patch by patch.
-CACHE_VOXELS = 64 * 1024 * 1024
+OPEN_THREADS = 8  # crops opened at once at start-up
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Crop:
     shape: tuple[int, ...]  # crop extent in target voxels
     cost: Volume | None = None
     fractions: dict[str, float] = field(default_factory=dict)
+    raw_box: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # raw region patches read (cache_crops)
 
     def read(self, offset, target_shape, input_shape, classes, margin=(0, 0, 0)):
         """Raw (input_shape + 2*margin), targets (C, target_shape + 2*margin) and cost map for a patch.
@@ -104,17 +106,71 @@ def target_info(cfg):
 
 
 def open_crops(cfg, usage: str, *, context=None) -> list[Crop]:
-    """The crops of ``usage`` ('train' or 'validate') listed in the datasplit.
+    """The crops of ``usage`` ('train' or 'validate') listed in the datasplit, opened in parallel threads.
 
-    ``context`` (raw voxels per axis) sizes the in-memory raw cache around each crop.
+    ``context`` (raw voxels per axis) sizes the raw box around each crop that ``cache_crops`` holds.
+    Nothing is read yet: volumes stay on storage until ``cache_crops``.
     """
     entries = [e for e in read_datasplit(cfg.datasplit_path) if e.usage == usage]
-    crops = []
-    for entry in entries:
-        crop = open_crop(cfg, entry, context=context)
-        if crop is not None:
-            crops.append(crop)
-    return crops
+    if len(entries) <= 1:
+        crops = [open_crop(cfg, e, context=context) for e in entries]
+    else:
+        with ThreadPoolExecutor(min(OPEN_THREADS, len(entries)), thread_name_prefix="bioloop-open") as pool:
+            crops = list(pool.map(lambda e: open_crop(cfg, e, context=context), entries))
+    return [c for c in crops if c is not None]
+
+
+def cache_crops(cfg, crops: list[Crop], *, processes: int = 1, say=None) -> None:
+    """Serve every crop's label arrays, cost map and raw box from memory within ``cfg.cache_bytes``.
+
+    Regions are read once, in parallel (``bioloop.data.cache.hold``); when they exceed the bound the
+    later ones are read through a chunk-aligned LRU cache (one line says so). ``processes``: how many
+    DataLoader processes read patches (each keeps its own chunk cache).
+    """
+    from bioloop.data import cache as C
+    from bioloop.engine.progress import progress_enabled
+
+    bound = cfg.cache_bytes if getattr(cfg, "cache_bytes", None) is not None else C.default_cache_bytes()
+    requests, slots = [], []
+    for crop in crops:
+        seen: dict[int, int] = {}
+        for name, source in crop.labels.items():
+            if source is not None and id(source.volume) not in seen:
+                seen[id(source.volume)] = len(requests)
+                requests.append(C.Region.whole(source.volume))
+                slots.append((crop, "labels", id(source.volume)))
+        if crop.cost is not None:
+            requests.append(C.Region.whole(crop.cost))
+            slots.append((crop, "cost", None))
+        if crop.raw_box is not None:
+            requests.append(C.Region(crop.raw, *crop.raw_box))
+            slots.append((crop, "raw", None))
+        else:
+            requests.append(None)
+            slots.append((crop, "raw-chunked", None))
+    whole = [r for r in requests if r is not None]
+    if not whole:
+        return
+
+    def bar(total):
+        return tqdm(total=total, desc="reading crops", unit="array", disable=not progress_enabled(False))
+
+    served = iter(C.hold(whole, bound, processes=processes, say=say or _say, bar=bar))
+    for (crop, kind, key), request in zip(slots, requests):
+        if request is None:
+            continue
+        volume = next(served)
+        if kind == "labels":
+            crop.labels = {n: (LabelSource(volume, s.kind, s.value) if s is not None and id(s.volume) == key else s)
+                           for n, s in crop.labels.items()}
+        elif kind == "cost":
+            crop.cost = volume
+        else:
+            crop.raw = volume
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def open_crop(cfg, entry: CropEntry, *, context=None) -> Crop | None:
@@ -155,8 +211,8 @@ def open_crop(cfg, entry: CropEntry, *, context=None) -> Crop | None:
     if cost is not None and tuple(cost.spatial_shape) != tuple(grid.spatial_shape):
         raise DataError.at(cost.path, "the cost map differs in shape from its labels",
                            got=(cost.spatial_shape, grid.spatial_shape), fix="write the _CM file on the _GT grid")
-    raw = _cache_region(raw, grid, context)
-    return Crop(_crop_name(entry.gt_path), raw, labels, grid, tuple(grid.spatial_shape), cost)
+    return Crop(_crop_name(entry.gt_path), raw, labels, grid, tuple(grid.spatial_shape), cost,
+                raw_box=_raw_box(raw, grid, context))
 
 
 def _crop_name(path: str) -> str:
@@ -180,19 +236,15 @@ def _cost_map(entry: CropEntry, scale, options) -> Volume | None:
     return None
 
 
-def _cache_region(raw: Volume, grid: Volume, context) -> Volume:
-    """Copy the raw region around a crop into memory when it is small enough."""
+def _raw_box(raw: Volume, grid: Volume, context):
+    """(start, shape) in raw voxels of the region patches of a crop read: its box grown by ``context``."""
     if context is None:
-        return raw
+        return None
     lo_nm, hi_nm = grid.roi
     half = np.asarray(grid.scale) / 2
     lo = np.floor(np.asarray(raw.world_to_voxel(np.asarray(lo_nm) + half))).astype(int) - np.asarray(context) - 1
     hi = np.ceil(np.asarray(raw.world_to_voxel(np.asarray(hi_nm) - half))).astype(int) + np.asarray(context) + 2
-    shape = hi - lo
-    if np.prod(shape.astype(np.int64)) > CACHE_VOXELS or len(raw.spatial_shape) != raw.ndim:
-        return raw
-    data = raw.read(tuple(int(v) for v in lo), tuple(int(v) for v in shape), fill=0)
-    return Volume(data, tuple(raw.scale), tuple(raw.voxel_to_world(lo)), tuple(raw.axes), raw.path)
+    return tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo)
 
 
 # ----------------------------------------------------------------------------- datasets

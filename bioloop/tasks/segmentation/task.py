@@ -76,7 +76,7 @@ class SegmentationTask(Task):
 
     # ------------------------------------------------------------ data
     def build_datasets(self, cfg):
-        from bioloop.tasks.segmentation.data import BufferedPatches, RandomPatches, Tiles, open_crops
+        from bioloop.tasks.segmentation.data import BufferedPatches, RandomPatches, Tiles, cache_crops, open_crops
         from bioloop.tasks.segmentation.datasplit import ensure_datasplit
         from bioloop.tasks.segmentation.transforms import Normalizer, rotation_margin
 
@@ -85,6 +85,8 @@ class SegmentationTask(Task):
         context = [n // 2 + 2 * m + 1 for n, m in zip(cfg.input_array_info.shape, margin)]
         train_crops = open_crops(cfg, "train", context=context)
         val_crops = open_crops(cfg, "validate", context=context)
+        # one bound for both; training and validation workers each keep a chunk cache
+        cache_crops(cfg, train_crops + val_crops, processes=max(1, cfg.num_workers) * (2 if val_crops else 1))
         normalizer = Normalizer.parse(cfg.normalization, _where(cfg, "normalization"))
         if normalizer.needs_fit:
             normalizer.fit([c.raw for c in train_crops])
