@@ -199,7 +199,8 @@ def _relaunch(arguments, devices) -> int:
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--prediction", required=True, help="Prediction written by `bioloop predict` or `bioloop process`.")
-@click.option("--truth", default=None, help="Segmentation: ground-truth crop group (one label image per class). "
+@click.option("--truth", default=None, help="Segmentation: ground-truth crop group (one label image per class), or "
+              "one label image (tif, zarr array, OME-NGFF; instance ids, or class ids with label_layout='class_ids'). "
               "Pose: a labels file (default: the config's labels_file). Tracking: tracked ground truth (.slp, "
               "CTC folder, MOT txt, TrackMate CSV).")
 @click.option("--crops", default=None, help="Segmentation: datasplit CSV; score every validate crop "
@@ -215,10 +216,13 @@ def _relaunch(arguments, devices) -> int:
 @click.option("--match-threshold", type=click.FloatRange(min=0), default=None,
               help="Tracking: least IoU [default: 0.5], or most pixels apart with --match centroid (required).")
 @click.option("--report", default=None, help="Also write the scores to this JSON file.")
+@click.option("--figure", default=None, help="Segmentation: write a PNG of raw, truth and prediction side by side "
+              "for one z-slice of the first crop.")
+@click.option("--raw", default=None, help="Segmentation: raw image for --figure (default: the one predict recorded).")
 @_override
 @_quiet
 def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, report,
-             overrides, quiet):
+             figure, raw, overrides, quiet):
     """Score a prediction against ground truth and print a table (per class, or per keypoint)."""
     from bioloop import api
     from bioloop.errors import ConfigError
@@ -227,6 +231,8 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
     ctx = click.get_current_context()
     if cfg.task != "tracking":
         _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold"))
+    if cfg.task != "segmentation":
+        _refuse_other_tasks_flags(ctx, cfg.task, ("figure", "raw"))
     if cfg.task == "tracking":
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
@@ -240,12 +246,16 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
         result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report)
     else:
         if not truth and not crops:
-            raise ConfigError.at("evaluate", "give --truth (a crop group) or --crops (a datasplit CSV)")
+            raise ConfigError.at("evaluate", "give --truth (a crop group or a label image) or --crops (a datasplit "
+                                 "CSV)")
         result = api.evaluate(cfg, prediction=prediction, truth=truth, crops=crops, kind=kind, threshold=threshold,
-                              iou_threshold=iou_threshold, report=report, show_progress=not quiet)
+                              iou_threshold=iou_threshold, report=report, figure=figure, raw=raw,
+                              show_progress=not quiet)
     click.echo(result["table"])
     if report:
         click.echo(f"report written to {report}")
+    if result.get("figure"):
+        click.echo(f"figure written to {result['figure']}")
 
 
 @cli.command("view-batch")

@@ -385,8 +385,9 @@ def _create_or_check(output: Path, fingerprint, jobs, classes, scale, chunks, *,
         translation = job.volume.voxel_to_world(job.start)
         for name in classes:
             create_volume(job.prefix / name, job.shape, "float32", scale=scale, translation=translation,
-                          chunks=chunks, attributes={"bioloop": {"kind": "probability", "class": name}},
-                          zarr_format=zarr_format)
+                          chunks=chunks, zarr_format=zarr_format,
+                          attributes={"bioloop": {"kind": "probability", "class": name,
+                                                  "raw": _absolute(job.volume.path)}})
     # written last: its presence tells the other ranks that every array exists
     meta = {"zarr_format": 3, "node_type": "group", "attributes": {"bioloop_predict": fingerprint}}
     _atomic_write(output / _MARKERS / "zarr.json", json.dumps(meta, indent=1))

@@ -131,7 +131,8 @@ def process_volume(cfg_process: ProcessConfig, classes, *, input: str, output: s
         out = create_volume(f"{str(output).rstrip('/')}/{name}", vol.spatial_shape, dtype, scale=vol.scale,
                             translation=vol.translation, chunks=block, overwrite=overwrite,
                             storage_options=options, attributes={"bioloop": {
-                                "kind": "instance" if instance else "semantic", "class": name}},
+                                "kind": "instance" if instance else "semantic", "class": name,
+                                **_raw_of(f"{str(input).rstrip('/')}/{name}", options)}},
                             zarr_format=zarr_format, image_label={} if instance else None)
         if cfg.process_func is not None:
             out[...] = _apply_func(cfg, vol, name, dtype)
@@ -143,6 +144,16 @@ def process_volume(cfg_process: ProcessConfig, classes, *, input: str, output: s
     if instances:
         write_labels_list(str(output).rstrip("/"), instances, zarr_format=zarr_format, storage_options=options)
     return output_path
+
+
+def _raw_of(path: str, options) -> dict:
+    """``{"raw": path}`` when predict recorded which raw image the probabilities come from."""
+    try:
+        group = zarr.open_group(path, mode="r", storage_options=options) if options else zarr.open_group(path, mode="r")
+        raw = dict(group.attrs).get("bioloop", {}).get("raw")
+    except Exception:  # noqa: BLE001 - probabilities from elsewhere carry no record
+        return {}
+    return {"raw": raw} if raw else {}
 
 
 # ----------------------------------------------------------------------------- blockwise labelling
