@@ -120,6 +120,9 @@ class SegmentationConfig(TrainingConfig):
     threshold: float = setting(0.5, "probability above which a voxel counts as the class (metrics, evaluate)",
                                validator=v.between(0.0, 1.0))
     storage_options: dict[str, Any] = setting(factory=dict, doc="fsspec options for remote paths (s3://)")
+    output_zarr_format: Literal[2, 3] = setting(
+        3, "zarr format of what predict and process write: 3 = OME-NGFF 0.5; 2 = OME-NGFF 0.4, for viewers and "
+           "pipelines that do not read 0.5 yet")
     cache_bytes: int | None = setting(
         None, "bytes of crop data (labels, cost maps, raw around each crop) held in memory, read once at start-up; "
               "beyond it the rest is read in storage-chunk blocks through an LRU cache; None = a quarter of RAM",

@@ -176,7 +176,8 @@ class SegmentationTask(Task):
 
         targets = cfg.instance_targets
         return process_volume(cfg.process, list(cfg.classes), storage_options=cfg.storage_options or None,
-                              targets=None if targets is None else targets.state(cfg.spatial_dims), **options)
+                              targets=None if targets is None else targets.state(cfg.spatial_dims),
+                              zarr_format=cfg.output_zarr_format, **options)
 
 
 def _loss(loss_fn, output, batch) -> torch.Tensor:
