@@ -298,7 +298,7 @@ class PoseTask(Task):
         with the best checkpoint into ``<run_dir>/video_preds/`` (+ overlay mp4s with
         ``eval.save_vids_after_training``). Top-down configs first train (or resume, or skip when
         finished) the detector into ``<checkpoint folder>/detector/``: ``{"detector_checkpoint": path}``."""
-        from bioloop.api import load_trained_model
+        from bioloop.engine.trained import load_trained_model
         from bioloop.tasks.pose.semi import VIDEO_SUFFIXES
 
         done: dict[str, Any] = {}

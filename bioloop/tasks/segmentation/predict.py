@@ -39,6 +39,7 @@ import torch.distributed as dist
 import zarr
 from tqdm.auto import tqdm
 
+from bioloop.data.atomic import atomic_write_text
 from bioloop.data.ngff import Volume, create_volume
 from bioloop.data.sources import open_image, open_native
 from bioloop.engine.progress import progress_enabled
@@ -396,10 +397,8 @@ def _read_fingerprint(output: Path):
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # markers and metadata: losing one to a power cut only costs recomputing a block, so no fsync
+    atomic_write_text(path, text, fsync=False)
 
 
 def _write_block(block: _Block, probs: np.ndarray, classes) -> None:
