@@ -384,8 +384,8 @@ class PoseTask(Task):
 
         from torch.utils.data import DataLoader
 
-        from bioloop.api import load_trained_model
         from bioloop.engine.runtime import to_device
+        from bioloop.engine.trained import load_trained_model
         from bioloop.tasks.pose.evaluate import score_table, write_report
 
         model, _, path = load_trained_model(cfg)
