@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from bioloop.config.loader import build_config
 from bioloop.errors import ConfigError
 
@@ -86,8 +88,14 @@ def test_cross_checks():
                                     where="gtr.py")
     text = "\n".join(problems)
     assert "model.nhead: d_model (30) must be divisible by nhead (4)" in text  # the key as written
-    _, problems = structure_section(None, {"task": "tracking"}, where="gtr.py")
-    assert "needs a train_dataset" in "\n".join(problems)
+    cfg, problems = structure_section(None, {"task": "tracking"}, where="gtr.py")
+    assert problems == []  # enough for `bioloop evaluate`; training and prediction ask for a dataset
+    from bioloop.tasks.tracking.task import TrackingTask, inference_settings
+
+    with pytest.raises(ConfigError, match="dataset: needs a train_dataset"):
+        TrackingTask().build_datasets(cfg)
+    with pytest.raises(ConfigError, match="dataset: prediction needs the crop settings"):
+        inference_settings(cfg)
     bad = {"task": "tracking", "dataset": {"train_dataset": {"slp_files": ["a", "b"], "video_files": ["a"],
                                                              "n_chunks": 2.5}}}
     text = "\n".join(structure_section(None, bad, where="gtr.py")[1])

@@ -45,6 +45,10 @@ class Task(abc.ABC):
     name: str = ""
     Config: type = None  # the attrs schema of the task's settings
     default_key_metric: str = "loss"
+    # True when a training step may leave some model parameters without a gradient: DDP then walks
+    # the autograd graph after each forward to find them (a small cost), instead of failing with
+    # "Expected to have finished reduction in the prior iteration"
+    find_unused_parameters: bool = False
 
     # every method the engine, api.py and cli.py may call on a task
     HOOKS: tuple[str, ...] = (

@@ -236,9 +236,6 @@ class TrackingConfig(TrainingConfig):
 
         return spellings.TABLES, ()
 
-    def check(self) -> list[str]:
-        problems = super().check()
-        if self.dataset.train_dataset is None:
-            problems.append("dataset: needs a train_dataset, e.g. dataset = {'train_dataset': {'slp_files': [...], "
-                            "'video_files': [...]}}")
-        return problems
+    # ``dataset.train_dataset`` is required where it is used (train, view-batch, predict's crop
+    # settings), not here: `bioloop evaluate` scores two files with a config that has no dataset.
+    TRAIN_DATASET_FIX = "dataset = {'train_dataset': {'slp_files': [...], 'video_files': [...]}}"
