@@ -421,13 +421,14 @@ class TrackingTask(Task):
         from bioloop.tasks._probe import build_on_meta, missing_files
 
         where = cfg.source.name if cfg.source else "config"
-        problems = []
+        problems, base = [], base_dir(cfg)
         for split in ("train", "val", "test"):
             ds = getattr(cfg.dataset, f"{split}_dataset")
             if ds is None:
                 continue
             for key in ("slp_files", "video_files", "videos", "tracks"):
-                problems += missing_files(where, f"dataset.{split}_dataset.{key}", getattr(ds, key))
+                paths = [_anchor(p, base) for p in getattr(ds, key) if p and "://" not in str(p)]
+                problems += missing_files(where, f"dataset.{split}_dataset.{key}", paths)
             if ds.dir is not None:
                 problems += missing_files(where, f"dataset.{split}_dataset.dir.path", [ds.dir.path], folder=True)
         encoder = cfg.gtr.encoder_cfg
