@@ -447,9 +447,10 @@ def init(template, dest, from_file):
 @cli.command()
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, help="Seed of the generator.")
-@click.option("--layout", type=click.Choice(["cellmap", "allen", "pose", "tracking"]), default="cellmap",
+@click.option("--layout", type=click.Choice(["cellmap", "allen", "pose", "tracking", "cells"]), default="cellmap",
               show_default=True,
-              help="cellmap: OME-NGFF EM volume with label crops; allen: image/_GT/_CM tif triplets; pose: rendered "
+              help="cellmap: OME-NGFF EM volume with label crops; cells: a volume filled with touching cells and "
+                   "their dense instance labels (like EM neurons); allen: image/_GT/_CM tif triplets; pose: rendered "
                    "animals with keypoints (labeled PNGs, CollectedData.csv, labels.slp, mp4 videos); tracking: "
                    "moving objects with ground-truth ids (tracking.slp + mp4, a CTC folder, MOTChallenge txt).")
 @click.option("--animals", type=click.IntRange(min=1), default=None,
@@ -476,6 +477,13 @@ def synthetic(dest, seed, layout, animals):
         data = make_pose_dataset(dest, n_frames=16, n_videos=20, n_animals=animals or 1, label_every=2, seed=seed)
         click.echo(f"labels: {data.csv_path} and {data.slp_path} ({len(data.image_paths)} labeled frames)\n"
                    f"videos: {Path(data.video_paths[0]).parent}")
+        return
+    if layout == "cells":
+        from bioloop.data.synthetic import make_cells_dataset
+
+        cells = make_cells_dataset(dest, shape=(32, 160, 160), seed=seed)
+        click.echo(f"dataset: {cells.zarr_path} ({cells.n_cells} cells)\ndatasplit: {cells.datasplit_path}\n"
+                   f"held-out labels: {cells.test_labels_path}")
         return
     from bioloop.data.synthetic import make_em_dataset
 

@@ -179,7 +179,9 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
 
 def _announce(cfg, classes, scale, patch, checkpoint) -> None:
     """One line per setting the checkpoint overrides: prediction follows the trained model, not the config."""
-    said = {"classes": (list(cfg.classes), classes),
+    from bioloop.tasks.segmentation.targets import output_channels
+
+    said = {"classes": (output_channels(cfg), classes),
             "voxel size (nm)": (tuple(float(s) for s in cfg.input_array_info.scale), tuple(scale)),
             "patch shape": (tuple(int(n) for n in cfg.input_array_info.shape), tuple(patch))}
     for name, (config, trained) in said.items():
