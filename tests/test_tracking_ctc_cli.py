@@ -47,7 +47,6 @@ def test_evaluate_scores_every_sequence_of_a_ctc_root(tmp_path, cfg):
     masks = _run("evaluate", cfg, "--prediction", tmp_path / "res" / "01_RES", "--truth",
                  tmp_path / "gt" / "01_GT", "--match", "mask")
     assert masks.exit_code == 0, masks.output
-    assert "motp (1 - mask IoU)" not in masks.output  # motp is not among the default metrics
     assert "num_switches" in masks.output and "HOTA" in masks.output
 
 
@@ -136,3 +135,31 @@ def test_untracked_predictions_count_or_are_excluded_with_a_count(tmp_path, cfg)
     assert excluded.exit_code == 0, excluded.output
     assert "1 untracked predicted instance(s) excluded" in excluded.output
     assert re.search(r"num_false_positives\s+0\n", excluded.output)
+
+
+def test_mask_matching_follows_the_ctc_rule_where_boxes_do_not(tmp_path, cfg):
+    import tifffile
+
+    for folder, prefix, table in (("01_GT/TRA", "man_track", "man_track.txt"), ("01_RES", "mask", "res_track.txt")):
+        (tmp_path / folder).mkdir(parents=True)
+        for t in range(3):
+            m = np.zeros((32, 48), np.uint16)
+            m[10:16, 10:16] = 1
+            if prefix == "mask" and t == 1:
+                m[12, 16:36] = 1  # a 20-pixel tail: box IoU 36 / 156, mask IoU 36 / 56
+            tifffile.imwrite(tmp_path / folder / f"{prefix}{t:03d}.tif", m)
+        (tmp_path / folder / table).write_text("1 0 2 0\n")
+    names = "runner.metrics.test=['num_misses','num_false_positives','motp']"
+    boxes = _run("evaluate", cfg, "--prediction", tmp_path / "01_RES", "--truth", tmp_path / "01_GT", "-s", names,
+                 "--report", tmp_path / "b.json")
+    masks = _run("evaluate", cfg, "--prediction", tmp_path / "01_RES", "--truth", tmp_path / "01_GT", "-s", names,
+                 "--match", "mask", "--report", tmp_path / "m.json")
+    assert boxes.exit_code == 0 and masks.exit_code == 0, boxes.output + masks.output
+    b, m = (json.loads((tmp_path / f).read_text()) for f in ("b.json", "m.json"))
+    assert (b["metrics"]["num_misses"], b["metrics"]["num_false_positives"]) == (1, 1)
+    assert (m["metrics"]["num_misses"], m["metrics"]["num_false_positives"]) == (0, 0)
+    assert m["metrics"]["motp"] == pytest.approx((1 - 36 / 56) / 3)
+    assert m["motp_convention"] == "1 - mask IoU" and "motp (1 - mask IoU)" in masks.output
+    assert b["metrics"]["DET"] == m["metrics"]["DET"] == 1.0  # DET always matches by masks
+    # HOTA on mask IoU: the 0.643 pair is a TP for the 12 alphas 0.05..0.60, not for the 7 above
+    assert m["metrics"]["LocA"] == pytest.approx((12 * (2 + 36 / 56) / 3 + 7 * 1.0) / 19)
