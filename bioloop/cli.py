@@ -223,16 +223,20 @@ def _relaunch(arguments, devices) -> int:
 @click.option("--mask-pattern", default=None, help="Tracking: CTC mask file names other than man_trackTTT.tif / "
               "maskTTT.tif, with '*' for the frame number (e.g. 'frame_*.tif').")
 @click.option("--report", default=None, help="Also write the scores to this JSON file.")
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
+              help="Pose: score only the labeled frames of this split of the run (its split.csv) [default: all].")
 @_override
 @_quiet
 def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, untracked,
-             mask_pattern, report, overrides, quiet):
+             mask_pattern, report, overrides, quiet, split=None):
     """Score a prediction against ground truth and print a table (per class, or per keypoint)."""
     from bioloop import api
     from bioloop.errors import ConfigError
 
     cfg = api.load_config(config, overrides)
     ctx = click.get_current_context()
+    if cfg.task != "pose":
+        _refuse_other_tasks_flags(ctx, cfg.task, ("split",))
     if cfg.task != "tracking":
         _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold", "untracked", "mask_pattern"))
         if len(prediction) > 1 or len(truth) > 1:
@@ -249,7 +253,7 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
             raise click.UsageError(f"--kind and --iou-threshold do not apply to the {cfg.task} task")
-        result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report)
+        result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report, split=split)
     else:
         if not truth and not crops:
             raise ConfigError.at("evaluate", "give --truth (a crop group) or --crops (a datasplit CSV)")
@@ -376,11 +380,16 @@ def config_show(config, overrides):
 @click.argument("config", type=click.Path(dir_okay=False))
 @_override
 def config_check(config, overrides):
-    """Validate a config file without running anything."""
+    """Validate a config file without training: settings, input files, and that the model builds."""
     from bioloop import api
+    from bioloop.errors import ConfigError
 
     cfg = api.load_config(config, overrides)
-    click.echo(f"{config}: OK (task {cfg.task})")
+    problems = api.check_config(cfg)
+    if problems:
+        raise ConfigError.many(problems)
+    spelled = f", {cfg.source.spelling}'s spelling" if cfg.source and cfg.source.spelling else ""
+    click.echo(f"{config}: OK (task {cfg.task}{spelled})")
 
 
 def _templates() -> list[str]:
@@ -390,10 +399,23 @@ def _templates() -> list[str]:
 @cli.command()
 @click.argument("template", required=False)
 @click.argument("dest", required=False, type=click.Path())
-def init(template, dest):
-    """Copy the annotated example TEMPLATE to DEST (a file or a folder). Without arguments, list them."""
+@click.option("--from", "from_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Write the bioloop Python config equivalent to another tool's YAML (Lightning Pose config.yaml, "
+                   "DeepLabCut pytorch_config.yaml, DREEM/GTR); then TEMPLATE is the destination.")
+def init(template, dest, from_file):
+    """Copy the annotated example TEMPLATE to DEST (a file or a folder). Without arguments, list them.
+
+    `bioloop init --from their.yaml my.py` writes my.py from another tool's config instead."""
     from bioloop.config.structure import did_you_mean
     from bioloop.errors import ConfigError
+
+    if from_file:
+        from bioloop.config.render import write_python_config
+
+        target = Path(dest or template or Path(from_file).with_suffix(".py").name)
+        write_python_config(Path(from_file), target)
+        click.echo(f"wrote {target} from {from_file}; edit it, then run: bioloop train {target}")
+        return
 
     names = _templates()
     if not template:
