@@ -163,3 +163,61 @@ def test_mask_matching_follows_the_ctc_rule_where_boxes_do_not(tmp_path, cfg):
     assert b["metrics"]["DET"] == m["metrics"]["DET"] == 1.0  # DET always matches by masks
     # HOTA on mask IoU: the 0.643 pair is a TP for the 12 alphas 0.05..0.60, not for the 7 above
     assert m["metrics"]["LocA"] == pytest.approx((12 * (2 + 36 / 56) / 3 + 7 * 1.0) / 19)
+
+
+def test_ctc_fix_reports_unlisted_absent_labels_and_impossible_parents(tmp_path):
+    import tifffile
+
+    _write(tmp_path / "in", dict(GT), gt=False)
+    m = tifffile.imread(tmp_path / "in" / "mask002.tif")
+    m[60:64, 60:64] = 30  # in the masks, not in the table
+    tifffile.imwrite(tmp_path / "in" / "mask002.tif", m)
+    with open(tmp_path / "in" / "res_track.txt", "a") as f:
+        f.write("31 0 1 0\n")  # in the table, no pixels
+    text = (tmp_path / "in" / "res_track.txt").read_text().replace("5 2 6 0", "5 2 6 1")  # 1 ends at 7
+    (tmp_path / "in" / "res_track.txt").write_text(text)
+    lines = []
+    report = fix_ctc(tmp_path / "in", tmp_path / "out", say=lines.append)
+    assert report["unlisted"] == [30] and report["absent"] == [31] and report["parents_dropped"] == {5: 1}
+    assert lines == ["mask labels not in res_track.txt added without parent: [30]",
+                     "labels listed in res_track.txt with no pixels left out: [31]",
+                     "label 5: parent 1 does not end before it begins; written without parent"]
+    table = {int(r[0]): r.tolist() for r in read_ctc_tracks(tmp_path / "out" / "res_track.txt")}
+    assert table[30] == [30, 2, 2, 0] and 31 not in table and table[5] == [5, 2, 6, 0]
+    assert check_ctc(tmp_path / "out") == []
+
+
+def test_pairing_and_pattern_messages(tmp_path, cfg):
+    from bioloop import api
+    from bioloop.errors import ConfigError, DataError
+    from bioloop.tasks.tracking.io_ctc import mask_files
+
+    for seq in ("01", "02"):
+        _write(tmp_path / "gt" / f"{seq}_GT" / "TRA", dict(GT), gt=True)
+    _write(tmp_path / "res" / "03_RES", dict(GT), gt=False)
+    _write(tmp_path / "res" / "01_RES", dict(GT), gt=False)
+    c = api.load_config(cfg)
+    with pytest.raises(DataError, match=r"no ground truth for result sequence\(s\) \['03'\] \(got \['01', '02'\]\)"):
+        api.evaluate(c, prediction=str(tmp_path / "res"), truth=str(tmp_path / "gt"))
+    with pytest.raises(ConfigError, match="evaluate: 2 predictions for 1 ground truths"):
+        api.evaluate(c, prediction=[str(tmp_path / "res"), str(tmp_path / "res")], truth=str(tmp_path / "gt"))
+    mot = tmp_path / "a.txt"
+    mot.write_text("1,1,10,10,5,5\n")
+    with pytest.raises(DataError, match="a CTC folder is scored against a CTC folder"):
+        api.evaluate(c, prediction=str(tmp_path / "res" / "01_RES"), truth=str(mot))
+    with pytest.raises(ConfigError, match="mask matching needs CTC folders"):
+        api.evaluate(c, prediction=str(mot), truth=str(mot), match="mask")
+    (tmp_path / "mot_res").mkdir()
+    (tmp_path / "mot_res" / "SEQ.txt").write_text("1,1,10,10,5,5\n")
+    with pytest.raises(DataError, match=r"no ground truth for 1 result\(s\) \(got \['SEQ.txt'\]\); expect "):
+        api.evaluate(c, prediction=str(tmp_path / "mot_res"), truth=str(tmp_path / "gt"))
+    folder = str(tmp_path / "res" / "01_RES")
+    with pytest.raises(ConfigError, match=r"mask_pattern: needs exactly one '\*' where the frame number is"):
+        mask_files(folder, "mask", "frame.tif")
+    with pytest.raises(DataError, match=r"no mask files match 'frame_\*.tif'"):
+        mask_files(folder, "mask", "frame_*.tif")
+    assert sorted(mask_files(folder, "mask", "mask*.tif")) == list(range(8))
+    res = tmp_path / "res" / "01_RES"
+    (res / "mask0003.tif").write_bytes((res / "mask003.tif").read_bytes())
+    with pytest.raises(DataError, match=r"two mask files for frame 3"):
+        mask_files(folder, "mask", "mask*.tif")
