@@ -202,8 +202,9 @@ def _relaunch(arguments, devices) -> int:
               "`bioloop process`. Tracking: repeatable, paired in order with --truth; a CTC dataset root scores "
               "every sequence, a folder of MOT <name>.txt files every file.")
 @click.option("--truth", default=None, multiple=True, help="Segmentation: ground-truth crop group (one label image "
-              "per class). Pose: a labels file (default: the config's labels_file). Tracking: tracked ground truth "
-              "(.slp, CTC folder or dataset root, MOT txt or MOTChallenge folder, TrackMate CSV); repeatable.")
+              "per class) or one label image (tif, zarr array, OME-NGFF; instance ids, or class ids with "
+              "label_layout='class_ids'). Pose: a labels file (default: the config's labels_file). "
+              "Tracking: tracked ground truth (.slp, CTC folder or dataset root, MOT txt or MOTChallenge folder, TrackMate CSV); repeatable.")
 @click.option("--crops", default=None, help="Segmentation: datasplit CSV; score every validate crop "
               "(prediction/<crop>/<class>).")
 @click.option("--kind", type=click.Choice(["auto", "semantic", "instance"]), default="auto", show_default=True,
@@ -225,10 +226,13 @@ def _relaunch(arguments, devices) -> int:
 @click.option("--report", default=None, help="Also write the scores to this JSON file.")
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
               help="Pose: score only the labeled frames of this split of the run (its split.csv) [default: all].")
+@click.option("--figure", default=None, help="Segmentation: write a PNG of raw, truth and prediction side by side "
+              "for one z-slice of the first crop.")
+@click.option("--raw", default=None, help="Segmentation: raw image for --figure (default: the one predict recorded).")
 @_override
 @_quiet
 def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, untracked,
-             mask_pattern, report, overrides, quiet, split=None):
+             mask_pattern, report, overrides, quiet, split=None, figure=None, raw=None):
     """Score a prediction against ground truth and print a table (per class, or per keypoint)."""
     from bioloop import api
     from bioloop.errors import ConfigError
@@ -242,6 +246,8 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
         if len(prediction) > 1 or len(truth) > 1:
             raise click.UsageError(f"one --prediction and one --truth for the {cfg.task} task")
         prediction, truth = prediction[0], (truth[0] if truth else None)
+    if cfg.task != "segmentation":
+        _refuse_other_tasks_flags(ctx, cfg.task, ("figure", "raw"))
     if cfg.task == "tracking":
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
@@ -256,12 +262,16 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
         result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report, split=split)
     else:
         if not truth and not crops:
-            raise ConfigError.at("evaluate", "give --truth (a crop group) or --crops (a datasplit CSV)")
+            raise ConfigError.at("evaluate", "give --truth (a crop group or a label image) or --crops (a datasplit "
+                                 "CSV)")
         result = api.evaluate(cfg, prediction=prediction, truth=truth, crops=crops, kind=kind, threshold=threshold,
-                              iou_threshold=iou_threshold, report=report, show_progress=not quiet)
+                              iou_threshold=iou_threshold, report=report, figure=figure, raw=raw,
+                              show_progress=not quiet)
     click.echo(result["table"])
     if report:
         click.echo(f"report written to {report}")
+    if result.get("figure"):
+        click.echo(f"figure written to {result['figure']}")
 
 
 @cli.command("view-batch")

@@ -45,7 +45,7 @@ def targets_from_state(state: dict) -> InstanceTargets:
 
 
 def process_instances(cfg, state: dict, name: str, *, input: str, output: str, overwrite: bool,
-                      storage_options=None, show_progress: bool = True) -> None:
+                      storage_options=None, show_progress: bool = True, zarr_format: int = 3) -> None:
     """Turn the predicted target channels of class ``name`` into ``<output>/<name>`` instance ids."""
     from bioloop.tasks.segmentation.process import _block
 
@@ -64,7 +64,8 @@ def process_instances(cfg, state: dict, name: str, *, input: str, output: str, o
     out = create_volume(f"{str(output).rstrip('/')}/{name}", shape, dtype, scale=vols[0].scale,
                         translation=vols[0].translation, chunks=plan.block, overwrite=overwrite,
                         storage_options=storage_options, attributes={"bioloop": {
-                            "kind": "instance", "class": name, "instance_targets": targets.kind}})
+                            "kind": "instance", "class": name, "instance_targets": targets.kind}},
+                        zarr_format=zarr_format, image_label={})
     mutex = targets.kind == "affinities" and cfg.agglomeration == "mutex_watershed"
     parent = Path(output).parent
     tmp_dir = tempfile.mkdtemp(prefix=".bioloop-agglomerate-", dir=str(parent) if parent.exists() else None)

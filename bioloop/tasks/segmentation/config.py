@@ -113,6 +113,9 @@ class SegmentationConfig(TrainingConfig):
         factory=_default_transforms,
         doc="training augmentation: {'mirror': {'axes': {'x': p, ...}}, 'transpose': {'axes': ['x', 'y']}}; None disables",
     )
+    augment_on_device: bool = setting(
+        False, "apply spatial_transforms and intensity_transforms to the whole batch on the training device (GPU) "
+               "instead of per patch in the DataLoader; same random draws, so the same distribution")
     normalization: str | dict[str, Any] = setting(
         "dtype", "input scaling, recorded in the checkpoint so predict repeats it: 'dtype' (integers to [0, 1] by "
                  "dtype range), 'none', {'mode': 'minmax', 'min': a, 'max': b}, {'mode': 'zscore', 'mean': m, "
@@ -120,6 +123,9 @@ class SegmentationConfig(TrainingConfig):
     threshold: float = setting(0.5, "probability above which a voxel counts as the class (metrics, evaluate)",
                                validator=v.between(0.0, 1.0))
     storage_options: dict[str, Any] = setting(factory=dict, doc="fsspec options for remote paths (s3://)")
+    output_zarr_format: Literal[2, 3] = setting(
+        3, "zarr format of what predict and process write: 3 = OME-NGFF 0.5; 2 = OME-NGFF 0.4, for viewers and "
+           "pipelines that do not read 0.5 yet")
     cache_bytes: int | None = setting(
         None, "bytes of crop data (labels, cost maps, raw around each crop) held in memory, read once at start-up; "
               "beyond it the rest is read in storage-chunk blocks through an LRU cache; None = a quarter of RAM",
@@ -152,6 +158,13 @@ class SegmentationConfig(TrainingConfig):
 
         problems.extend(T.check_spatial_transforms(self.spatial_transforms))
         problems.extend(T.check_intensity_transforms(self.intensity_transforms))
+        if self.augment_on_device:
+            clash = [k for k in ("augmentations", "train_raw_value_transforms", "target_value_transforms",
+                                 "instance_targets") if getattr(self, k) is not None]
+            if clash:
+                problems.append(f"augment_on_device: cannot be combined with {', '.join(clash)} (they run in the "
+                                f"DataLoader after augmentation) (got {clash}); set augment_on_device = False "
+                                "or remove them")
         for key in ("train_raw_value_transforms", "val_raw_value_transforms", "target_value_transforms"):
             problems.extend(T.check_value_transform(getattr(self, key), key))
         try:

@@ -65,12 +65,14 @@ class Crop:
         """
         t_shape = tuple(n + 2 * m for n, m in zip(target_shape, margin))
         t_start = tuple(o - m for o, m in zip(offset, margin))
-        target = np.full((1 if ids else len(classes), *t_shape), np.nan, dtype=np.float32)
-        inside = _inside_mask(t_start, t_shape, self.shape)
+        target = np.empty((1 if ids else len(classes), *t_shape), dtype=np.float32)
+        whole = all(0 <= a and a + n <= e for a, n, e in zip(t_start, t_shape, self.shape))
+        inside = None if whole else _inside_mask(t_start, t_shape, self.shape)
         cache: dict[int, np.ndarray] = {}
         for c, name in enumerate(classes):
             source = self.labels.get(name)
             if source is None:
+                target[c] = np.nan
                 continue
             key = id(source.volume)
             if key not in cache:
@@ -78,9 +80,11 @@ class Crop:
             if ids:
                 from bioloop.tasks.segmentation.targets import compact_ids
 
-                target[0] = compact_ids(cache[key], inside)
+                target[0] = compact_ids(cache[key], np.ones(t_shape, bool) if inside is None else inside)
                 break
-            target[c] = np.where(inside, source.mask(cache[key]).astype(np.float32), np.nan)
+            target[c] = source.mask(cache[key])
+            if inside is not None:  # voxels outside the crop are not annotated
+                target[c][~inside] = np.nan
         centre = self.grid.voxel_to_world([o + (n - 1) / 2 for o, n in zip(offset, target_shape)])
         raw_scale = np.asarray(self.raw.scale)
         i_shape = tuple(n + 2 * int(round(m * ts / rs)) if n > 1 else n
@@ -305,6 +309,7 @@ class PatchSource:
             fractions = [crop_fractions(c, cfg.classes) for c in crops]
             self.chooser = WeightedCropChooser(class_weights_for_crops(fractions, list(cfg.classes)))
         self.albumentations = T.AlbumentationsAdapter(cfg.augmentations) if cfg.augmentations is not None else None
+        self.on_device = bool(getattr(cfg, "augment_on_device", False))
 
     def draw(self, rng: np.random.Generator, index: int | None = None) -> dict:
         from bioloop.tasks.segmentation import transforms as T
@@ -318,15 +323,24 @@ class PatchSource:
         offset = tuple(int(rng.integers(0, max(1, c - s + 1))) for c, s in zip(crop.shape, self.t_shape))
         raw, target, cost = crop.read(offset, self.t_shape, self.in_shape, cfg.classes, self.margin,
                                       ids=cfg.instance_targets is not None)
-        raw, target, cost = T.spatial_augment(raw, target, cfg.spatial_transforms, rng, cost=cost,
-                                              out_shape=self.in_shape, target_out_shape=self.t_shape)
-        raw = self.normalizer(raw)
-        if cfg.intensity_transforms:
-            raw = T.intensity_augment(raw, cfg.intensity_transforms, rng)
+        device_params = None
+        if self.on_device:  # same draws as below; device_augment applies them to the whole batch
+            from bioloop.tasks.segmentation import device_augment
+
+            device_params = device_augment.draw(cfg, rng, self.in_shape, self.t_shape)
+            raw = self.normalizer(raw)
+        else:
+            raw, target, cost = T.spatial_augment(raw, target, cfg.spatial_transforms, rng, cost=cost,
+                                                  out_shape=self.in_shape, target_out_shape=self.t_shape)
+            raw = self.normalizer(raw)
+            if cfg.intensity_transforms:
+                raw = T.intensity_augment(raw, cfg.intensity_transforms, rng)
         if self.albumentations is not None:
             raw, target, cost = self.albumentations(raw, target, cost, rng)
         raw, target, cost = _squeeze(cfg.spatial_dims, raw, target, cost)
         sample = _sample(raw, _derive(cfg, target), cost)
+        if device_params is not None:
+            sample["augment"] = device_params
         if cfg.train_raw_value_transforms is not None:
             sample["raw"] = T.apply_value_transform(cfg.train_raw_value_transforms, sample["raw"])
         if cfg.target_value_transforms is not None:

@@ -153,14 +153,14 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
     fingerprint = json.loads(json.dumps({
         "input": _absolute(input), "crops": _absolute(crops), "scale": scale, "classes": classes,
         "regions": [[job.prefix.relative_to(output).as_posix(), job.start, job.shape] for job in jobs],
-        "patch": patch, "block_shape": block, "overlap": overlap, "tta": tta, "orthoplanes": orthoplanes,
+        "zarr_format": int(getattr(cfg, "output_zarr_format", 3)), "patch": patch, "block_shape": block, "overlap": overlap, "tta": tta, "orthoplanes": orthoplanes,
         "activation": activation, "normalization": norm_state, "weights": _digest(model),
         "checkpoint": extras.get("checkpoint"), "step": extras.get("step"), "blocks": len(blocks)}, default=str))
     device = device or next(iter(model.parameters()), torch.empty(0)).device
     runner = _Runner(model.eval(), passes, classes, activation, tta, torch.device(device),
                      batch_size or cfg.validation_batch_size or cfg.batch_size, Normalizer.from_state(norm_state))
     _prepare(output, fingerprint, jobs, classes, scale, _chunk_shape(block), rank=rank, overwrite=overwrite,
-             resume=resume)
+             resume=resume, zarr_format=int(getattr(cfg, "output_zarr_format", 3)))
     done = set(os.listdir(output / _MARKERS))
     mine = [b for b in blocks if b.index % world_size == rank and f"{b.index}.done" not in done]
     bar = tqdm(total=sum(runner.count(b) for b in mine), desc="predict", unit="tile",
@@ -338,12 +338,14 @@ def _block_tiles(block: _Block, k: int, p: _Pass) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- output, markers, resume
 
 
-def _prepare(output: Path, fingerprint, jobs, classes, scale, chunks, *, rank, overwrite, resume) -> None:
+def _prepare(output: Path, fingerprint, jobs, classes, scale, chunks, *, rank, overwrite, resume,
+             zarr_format: int = 3) -> None:
     """Rank 0 checks/creates the output; the other ranks wait for it; every rank opens the arrays."""
     error = None
     if rank == 0:
         try:
-            _create_or_check(output, fingerprint, jobs, classes, scale, chunks, overwrite=overwrite, resume=resume)
+            _create_or_check(output, fingerprint, jobs, classes, scale, chunks, overwrite=overwrite, resume=resume,
+                             zarr_format=zarr_format)
         except DataError as exc:
             error = str(exc)
     if dist.is_available() and dist.is_initialized():
@@ -363,7 +365,8 @@ def _prepare(output: Path, fingerprint, jobs, classes, scale, chunks, *, rank, o
         job.arrays = {name: zarr.open_array(str(job.prefix / name / "s0"), mode="r+") for name in classes}
 
 
-def _create_or_check(output: Path, fingerprint, jobs, classes, scale, chunks, *, overwrite, resume) -> None:
+def _create_or_check(output: Path, fingerprint, jobs, classes, scale, chunks, *, overwrite, resume,
+                     zarr_format: int = 3) -> None:
     exists = DataError.at(str(output), "output already exists", fix="choose another --output or pass --overwrite")
     if output.exists() and overwrite:
         shutil.rmtree(output)
@@ -382,7 +385,9 @@ def _create_or_check(output: Path, fingerprint, jobs, classes, scale, chunks, *,
         translation = job.volume.voxel_to_world(job.start)
         for name in classes:
             create_volume(job.prefix / name, job.shape, "float32", scale=scale, translation=translation,
-                          chunks=chunks, attributes={"bioloop": {"kind": "probability", "class": name}})
+                          chunks=chunks, zarr_format=zarr_format,
+                          attributes={"bioloop": {"kind": "probability", "class": name,
+                                                  "raw": _absolute(job.volume.path)}})
     # written last: its presence tells the other ranks that every array exists
     meta = {"zarr_format": 3, "node_type": "group", "attributes": {"bioloop_predict": fingerprint}}
     _atomic_write(output / _MARKERS / "zarr.json", json.dumps(meta, indent=1))

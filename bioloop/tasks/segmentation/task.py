@@ -113,6 +113,10 @@ class SegmentationTask(Task):
         return activation_for(cfg.criterion, dict(cfg.criterion_kwargs))
 
     def training_step(self, model, batch, loss_fn, cfg) -> dict[str, torch.Tensor]:
+        if "augment" in batch:  # augment_on_device: the batch arrives un-augmented with its parameters
+            from bioloop.tasks.segmentation.device_augment import augment_batch
+
+            batch = augment_batch(batch, cfg)
         output = model(batch["raw"])
         return {"loss": _loss(loss_fn, output, batch)}
 
@@ -176,7 +180,8 @@ class SegmentationTask(Task):
 
         targets = cfg.instance_targets
         return process_volume(cfg.process, list(cfg.classes), storage_options=cfg.storage_options or None,
-                              targets=None if targets is None else targets.state(cfg.spatial_dims), **options)
+                              targets=None if targets is None else targets.state(cfg.spatial_dims),
+                              zarr_format=cfg.output_zarr_format, **options)
 
 
 def _loss(loss_fn, output, batch) -> torch.Tensor:
