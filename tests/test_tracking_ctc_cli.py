@@ -221,3 +221,12 @@ def test_pairing_and_pattern_messages(tmp_path, cfg):
     (res / "mask0003.tif").write_bytes((res / "mask003.tif").read_bytes())
     with pytest.raises(DataError, match=r"two mask files for frame 3"):
         mask_files(folder, "mask", "mask*.tif")
+
+
+def test_untracked_ground_truth_is_an_error(tmp_path, cfg):
+    gt = tmp_path / "gt.csv"
+    gt.write_text("TRACK_ID,FRAME,POSITION_X,POSITION_Y\n1,0,10,10\n,0,50,50\n1,1,11,10\n")
+    result = _run("evaluate", cfg, "--prediction", gt, "--truth", gt)
+    assert result.exit_code == 1
+    assert "gt.csv: 1 ground-truth instance(s) have no track (got 1); give every true instance a track" \
+        in result.output

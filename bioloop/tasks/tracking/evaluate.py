@@ -214,6 +214,11 @@ def evaluate_tracking(cfg, *, prediction, truth=None, report=None, match: str | 
     names = list(cfg.runner.metrics.test or ["num_switches", "mota", "idf1"])
     notes = []
     for p in pairs:
+        lost = untracked_count(p["gt"].frames)
+        if lost:
+            raise DataError.at(p["gt"].source or p["name"], f"{lost} ground-truth instance(s) have no track",
+                               got=lost, fix="give every true instance a track (proofread the labels) before "
+                                             "scoring identities")
         n = untracked_count(p["pred"].frames)
         if n:
             notes.append(f"{p['name']}: {n} untracked predicted instance(s) " +
