@@ -199,6 +199,10 @@ def test_pairing_and_pattern_messages(tmp_path, cfg):
     c = api.load_config(cfg)
     with pytest.raises(DataError, match=r"no ground truth for result sequence\(s\) \['03'\] \(got \['01', '02'\]\)"):
         api.evaluate(c, prediction=str(tmp_path / "res"), truth=str(tmp_path / "gt"))
+    (tmp_path / "res" / "03_RES").rename(tmp_path / "03_RES")
+    result = _run("evaluate", cfg, "--prediction", tmp_path / "res", "--truth", tmp_path / "gt")
+    assert result.exit_code == 0, result.output
+    assert "ground-truth sequence(s) ['02'] have no result and are not scored" in result.output
     with pytest.raises(ConfigError, match="evaluate: 2 predictions for 1 ground truths"):
         api.evaluate(c, prediction=[str(tmp_path / "res"), str(tmp_path / "res")], truth=str(tmp_path / "gt"))
     mot = tmp_path / "a.txt"

@@ -63,6 +63,12 @@ def _mot_folder(pred: str, truth: str) -> list[tuple[str, str, str]]:
     if missing:
         raise DataError.at(truth, f"no ground truth for {len(missing)} result(s)", got=missing[:5],
                            fix="expect <truth>/<name>.txt or <truth>/<name>/gt/gt.txt for each <name>.txt")
+    scored = {name for name, _, _ in out}
+    truths = [c.stem for c in Path(truth).glob("*.txt")]
+    truths += [c.parent.parent.name for c in Path(truth).glob("*/gt/gt.txt")]
+    unscored = sorted(set(truths) - scored)
+    if unscored:
+        print(f"{truth}: ground-truth sequence(s) {unscored} have no result and are not scored")
     return out
 
 
@@ -86,6 +92,9 @@ def _ctc_pairs(pred: str, truth: str, pattern: str | None) -> list[tuple[str, st
             raise DataError.at(truth, f"no ground truth for result sequence(s) {lonely}", got=sorted(g_by),
                                fix="score results of the sequences the ground truth has")
         pairs = [(n, f, g_by[n]) for n, f in p_seqs]
+        unscored = sorted(set(g_by) - {n for n, _ in p_seqs})
+        if unscored:
+            print(f"{truth}: ground-truth sequence(s) {unscored} have no result and are not scored")
     messages = []
     for folder in dict.fromkeys(f for _, r, g in pairs for f in (g, r)):
         problems = check_ctc(folder, pattern)
