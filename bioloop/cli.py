@@ -254,7 +254,7 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
             raise click.UsageError("--kind and --iou-threshold do not apply to the tracking task (use --match-threshold)")
         result = api.evaluate(cfg, prediction=list(prediction), truth=list(truth), report=report, match=match,
                               match_threshold=match_threshold, untracked=untracked or "count",
-                              mask_pattern=mask_pattern)
+                              mask_pattern=mask_pattern, show_progress=not quiet)
     elif cfg.task != "segmentation":
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
