@@ -126,7 +126,8 @@ _OTHER_TASKS_FLAGS = {"segmentation": _POSE_ONLY + _TRACKING_ONLY, "pose": _SEGM
 @click.option("--slp", default=None, help="Pose: also write the predictions as a SLEAP .slp file.")
 @click.option("--save-video/--no-save-video", "save_video", default=None,
               help="Pose, videos: also write an mp4 with keypoint overlays [default: eval.save_vids_after_training].")
-@click.option("--video", default=None, help="Tracking: the video (or image folder) of a .slp or MOT input.")
+@click.option("--video", default=None, help="Tracking: the video (or image folder) of a .slp or MOT input; for a .slp "
+              "also a folder holding its videos, or OLD=NEW to remap the stored video paths.")
 @click.option("--detections", default=None, help="Tracking: a .slp of detections when --input is a video.")
 @click.option("--format", "fmt", type=click.Choice(["slp", "ctc", "mot"]), default=None,
               help="Tracking: output format [default: the input's; MOT for TrackMate].")
@@ -215,10 +216,12 @@ def _relaunch(arguments, devices) -> int:
 @click.option("--match-threshold", type=click.FloatRange(min=0), default=None,
               help="Tracking: least IoU [default: 0.5], or most pixels apart with --match centroid (required).")
 @click.option("--report", default=None, help="Also write the scores to this JSON file.")
+@click.option("--video", default=None, help="Tracking: the truth's video, a folder holding its videos, or OLD=NEW "
+              "to remap the video paths a .slp stores.")
 @_override
 @_quiet
 def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, report,
-             overrides, quiet):
+             video, overrides, quiet):
     """Score a prediction against ground truth and print a table (per class, or per keypoint)."""
     from bioloop import api
     from bioloop.errors import ConfigError
@@ -226,13 +229,13 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
     cfg = api.load_config(config, overrides)
     ctx = click.get_current_context()
     if cfg.task != "tracking":
-        _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold"))
+        _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold", "video"))
     if cfg.task == "tracking":
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
             raise click.UsageError("--kind and --iou-threshold do not apply to the tracking task (use --match-threshold)")
         result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report, match=match,
-                              match_threshold=match_threshold)
+                              match_threshold=match_threshold, video=video)
     elif cfg.task != "segmentation":
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
@@ -250,14 +253,18 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
 
 @cli.command("view-batch")
 @click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--video", default=None, help="Tracking: the training videos: one file, a folder holding them, or "
+              "OLD=NEW to remap the video paths the .slp files store (instead of dataset video_files).")
 @_override
-def view_batch(config, overrides):
+def view_batch(config, video, overrides):
     """Tracking: render a training clip's crops with their track ids to <run folder>/view_batch.png and TensorBoard."""
     from bioloop import api
     from bioloop.tasks import get_task
 
     cfg = api.load_config(config, overrides)
-    click.echo(f"wrote {get_task(cfg.task).view_batch(cfg)}")  # tasks without it refuse with a ConfigError
+    task = get_task(cfg.task)
+    path = task.view_batch(cfg, video=video) if video is not None else task.view_batch(cfg)
+    click.echo(f"wrote {path}")  # tasks without it refuse with a ConfigError
 
 
 @cli.command()
