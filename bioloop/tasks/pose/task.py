@@ -193,7 +193,8 @@ class PoseTask(Task):
         if loss_fn is None or "unlabeled" not in batch:
             loss, _ = self._supervised(model, batch, cfg)
             return {"loss": loss}
-        # one forward over labeled and unlabeled frames (two forwards before one backward break DDP)
+        # one forward over labeled and unlabeled frames (one batched pass is faster; DDP wraps the whole
+        # step, so two forwards would work as well)
         images, clips = batch["image"], batch["unlabeled"]
         b, t = clips.shape[:2]
         out = model(torch.cat([images, clips.flatten(0, 1)]))
@@ -300,6 +301,42 @@ class PoseTask(Task):
         ax.legend(loc="lower right", fontsize=6)
         ax.set_axis_off()
         return {"keypoints": fig}
+
+    def check_config(self, cfg) -> list[str]:
+        """Labels and images exist, the backbone/head build (meta device; local weights only checked to exist)."""
+        import copy
+        import os
+
+        import attrs
+
+        from bioloop.errors import BioloopError
+        from bioloop.tasks._probe import build_on_meta, missing_files
+
+        where = cfg.source.name if cfg.source else "config"
+        problems = missing_files(where, "labels_file", [labels_path(cfg)])
+        labels = None
+        if not problems:
+            try:
+                labels = load_labels(cfg)
+            except BioloopError as exc:
+                problems.append(str(exc))
+        if labels is not None:
+            images = sorted({p for p in labels.image_paths if p and not os.path.isfile(p)})
+            problems += missing_files(where, "labels_file: labeled images", images)
+        if cfg.video_dir:
+            problems += missing_files(where, "video_dir", [cfg.video_dir], folder=True)
+        probe, spec = cfg, copy.deepcopy(cfg.pose_model)
+        if isinstance(cfg.pretrained, str):
+            problems += missing_files(where, "pretrained", [cfg.pretrained])
+            probe = attrs.evolve(probe, pretrained=False)
+        backbone = spec.get("backbone") if isinstance(spec, dict) else None
+        if isinstance(backbone, dict) and isinstance(backbone.get("pretrained"), str):
+            problems += missing_files(where, "pose_model.backbone.pretrained", [backbone["pretrained"]])
+            backbone["pretrained"] = False
+            probe = attrs.evolve(probe, pose_model=spec)
+        if labels is not None or cfg.keypoint_names or cfg.num_keypoints:
+            problems += build_on_meta(self, probe)
+        return problems
 
     def checkpoint_extras(self, cfg) -> dict[str, Any]:
         names = list(cfg.keypoint_names) if cfg.keypoint_names else list(load_labels(cfg).keypoint_names)
