@@ -154,9 +154,11 @@ def predict(config, input_path, crops, output_path, roi, checkpoint, batch_size,
     if cfg.task != "segmentation":
         if not input_path:
             raise click.UsageError("--input is required: a video file or a folder of images")
+        written = []
         path = api.predict(cfg, checkpoint=checkpoint, input=input_path, output=output_path, batch_size=batch_size,
-                           save_video=save_video, slp_output=slp, overwrite=overwrite, show_progress=not quiet)
-        click.echo(f"prediction written to {path}" + (f" and {slp}" if slp else ""))
+                           save_video=save_video, slp_output=slp, overwrite=overwrite, show_progress=not quiet,
+                           written=written)
+        click.echo("prediction written to " + ", ".join(map(str, written or [path])))
         return
     if devices and devices > 1 and "WORLD_SIZE" not in os.environ:
         arguments = ["predict", str(config)]
