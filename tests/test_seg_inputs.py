@@ -94,7 +94,11 @@ def test_train_predict_process_evaluate(kind, tmp_path, monkeypatch, capsys, one
 
     labels = api.process("cfg.py", input=str(prediction), output="labels.zarr", show_progress=False)
     assert open_volume(labels / "cell").dtype == np.uint32
-    result = api.evaluate("cfg.py", prediction=str(labels), truth=gt_path, show_progress=False)
+    result = api.evaluate("cfg.py", prediction=str(labels), truth=gt_path, figure="slice.png", show_progress=False)
+    import matplotlib.image
+
+    picture = matplotlib.image.imread(tmp_path / "slice.png")
+    assert picture.shape[1] == 3 * picture.shape[0]  # raw (recorded by predict), truth, prediction
     assert result["kinds"] == {"cell": "instance"}
     s = result["scores"]
     assert {"f1/cell", "pq/cell", "voi_split/cell", "voi_merge/cell", "arand_error/cell"} <= set(s)
