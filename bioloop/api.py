@@ -15,6 +15,18 @@ def load_config(path, overrides: Iterable[str] = ()):
     return _load(path, tuple(overrides))
 
 
+def check_config(cfg) -> list[str]:
+    """What training would refuse at its start, checked now: files the settings name exist and the task's
+    model builds (``task.check_config``; on the meta device, nothing downloaded). One message per problem."""
+    from bioloop.tasks import get_task
+
+    where = cfg.source.name if getattr(cfg, "source", None) else "config"
+    problems = []
+    if cfg.model_to_load and "://" not in str(cfg.model_to_load) and not Path(cfg.model_to_load).is_file():
+        problems.append(f"{where}: model_to_load: file not found (got '{cfg.model_to_load}'); check the path")
+    return problems + get_task(cfg.task).check_config(cfg)
+
+
 def _as_config(cfg, overrides: Iterable[str] = ()):
     if isinstance(cfg, (str, Path)):
         return load_config(cfg, overrides)

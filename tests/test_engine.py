@@ -232,3 +232,43 @@ def test_task_parameter_groups_and_pre_step_hook(toy_task, write_config, monkeyp
     fresh = toy_task.build_model(api.load_config(_cfg(write_config, epochs=2, ipe=3, name="again.py")))
     assert torch.equal(state["1.weight"], fresh[1].weight.detach())
     assert torch.equal(state["1.bias"], fresh[1].bias.detach())
+
+
+def test_save_optimizer_state_false_drops_the_moments_and_resume_says_so(toy_task, write_config, tmp_path, capsys):
+    adam = "optimizer={'type': 'Adam', 'params': {}}\nscheduler={'type': 'StepLR', 'params': {'step_size': 1, 'gamma': 0.5}}\n"
+    full = _cfg(write_config, adam + "model_save_path='full/{model_name}_{epoch}.pth'\n", epochs=1, name="full.py")
+    api.train(full, quiet=True)
+    lean = _cfg(write_config, adam + "load_model='latest'\nsave_optimizer_state=False\n", epochs=1, name="lean.py")
+    api.train(lean, quiet=True)
+    kept, dropped = load_checkpoint(tmp_path / "full" / "toy_1.pth"), load_checkpoint(tmp_path / "checkpoints" / "toy_1.pth")
+    assert kept["optimizer"]["state"] and kept["optimizer_state_saved"] is True
+    assert dropped["optimizer"]["state"] == {} and dropped["optimizer_state_saved"] is False
+    assert dropped["optimizer"]["param_groups"] == kept["optimizer"]["param_groups"]  # lr etc. stay
+    assert dropped["scheduler"] == kept["scheduler"]
+    capsys.readouterr()
+    result = api.train(lean, ["epochs=2"], quiet=False)
+    assert result["epochs_completed"] == 2
+    assert "saved with save_optimizer_state = False: the optimizer's per-parameter state (e.g. Adam moments) " \
+           "restarts from zero" in capsys.readouterr().err
+    resumed = load_checkpoint(tmp_path / "checkpoints" / "toy_2.pth")
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.05 * 0.25)  # the schedule went on
+
+
+def test_best_weights_export_is_weights_only(toy_task, write_config, tmp_path):
+    path = _cfg(write_config, "save_best_weights=True\n", epochs=2)
+    api.train(path, quiet=True)
+    folder = tmp_path / "checkpoints"
+    export = torch.load(folder / "toy_best_weights.pth", weights_only=True)
+    best = load_checkpoint(folder / "toy_best.pth")
+    assert set(export) == {"model", "epoch", "step", "metrics", "config", "task", "model_name", "extras",
+                           "bioloop_version"}
+    assert export["epoch"] == best["epoch"] and all(torch.equal(export["model"][k], best["model"][k])
+                                                    for k in best["model"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert all(s["file"] != "toy_best_weights.pth" for s in manifest["snapshots"])
+    # fine-tuning starts from it; resuming from it is refused with the way out
+    result = api.train(_cfg(write_config, "model_to_load='checkpoints/toy_best_weights.pth'\nlearning_rate=1e-9\n"
+                            "model_save_path='ft/{model_name}_{epoch}.pth'\n", epochs=1, name="ft.py"), quiet=True)
+    assert result["epochs_completed"] == 1
+    with pytest.raises(CheckpointError, match=r"toy_best_weights.pth: not a resumable bioloop checkpoint.*model_to_load"):
+        api.train(path, ["load_model=checkpoints/toy_best_weights.pth", "epochs=3"], quiet=True)

@@ -261,3 +261,20 @@ def test_crop_size_error_and_collate_roundtrip():
     assert empty["crops"].shape == (0, 1, 10, 10) and empty["image_hw"] == (H, W)
     assert collate([ds[0], empty])["clip"].tolist() == [0] * 8
     np.testing.assert_allclose(normalise_boxes(np.array([[-0.5, -0.5, W - 0.5, H - 0.5]]), (H, W)), [[0, 0, 1, 1]])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_frame_by_frame_crops_equal_whole_clip_crops(dtype):
+    """Without a pixel augmentation frames are cropped one at a time (no float copy of the clip);
+    the crops are the same numbers as the whole-clip path gives (uint16: scaled by each frame's max)."""
+    seq = _sequence(n_frames=4, n_animals=3)
+    base = seq.read_frame
+    seq.read_frame = lambda t: (base(t).astype(dtype) * (1 if dtype == np.uint8 else 40 + t))
+    clips = make_clips([seq], 4)
+    streamed = TrackingClips([seq], clips, _settings(anchors=["head", "tail"]), train=False)[0]
+    whole = TrackingClips([seq], clips, _settings(anchors=["head", "tail"],
+                                                  augmentations={"Rotate": {"limit": 0, "p": 0.0}}), train=True)
+    whole = whole[(0, 0)]
+    assert streamed["crops"].shape == (12, 2, 10, 10) and streamed["crops"].max() == 1.0
+    assert torch.equal(streamed["crops"], whole["crops"])
+    assert torch.equal(streamed["boxes"], whole["boxes"]) and streamed["image_hw"] == whole["image_hw"]

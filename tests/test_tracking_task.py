@@ -157,7 +157,7 @@ def test_instances_left_without_a_track_are_counted_and_reported(tmp_path, data,
     untracked = sum(i.track is None for lf in labels.labeled_frames for i in lf.instances)
     total = sum(len(lf.instances) for lf in labels.labeled_frames)
     assert 0 < untracked < total and labels.provenance["bioloop_untracked_instances"] == untracked
-    line = [x for x in capsys.readouterr().out.splitlines() if "without a track" in x]
+    line = [x for x in capsys.readouterr().err.splitlines() if "without a track" in x]
     assert line == [f"tracking: {untracked} of {total} instances were left without a track (tracker max_tracks=1, "
                     "max_center_dist=0.5; frames over max_objects are not tracked)"]
 
@@ -180,3 +180,53 @@ def test_train_split_metrics_are_logged(tmp_path, data):
     with open(tmp_path / "runs" / "logs" / "metrics.csv") as f:
         tags = {row["tag"]: float(row["value"]) for row in csv.DictReader(f)}
     assert "train/num_switches" in tags and "train/mota" in tags and tags["train/num_switches"] >= 0
+
+
+def _untrack(src: str, dest, every: int):
+    """A copy of a .slp where every ``every``-th instance (1: all) has lost its track."""
+    import sleap_io as sio
+
+    labels = sio.load_slp(src, open_videos=False)
+    k = 0
+    for lf in labels.labeled_frames:
+        for inst in lf.instances:
+            if k % every == 0:
+                inst.track = None
+            k += 1
+    sio.save_slp(labels, str(dest), verbose=False)
+    return str(dest), (k + every - 1) // every, k
+
+
+def test_untracked_labels_stop_training_or_say_what_the_loss_ignores(tmp_path, data, capsys):
+    from bioloop.errors import DataError
+    from bioloop.tasks.tracking.task import check_training_labels, read_labels_file
+
+    path, n, total = _untrack(data.slp_path, tmp_path / "none.slp", 1)
+    seqs = read_labels_file(path, data.video_path, where="cfg.py: dataset.train_dataset")
+    with pytest.raises(DataError, match=rf"none.slp: none of its {total} instances has a track, so there is "
+                                        rf"nothing to learn .*got '{total} untracked'\); proofread"):
+        check_training_labels(seqs, path, where="cfg.py: dataset.train_dataset")
+    path, n, total = _untrack(data.slp_path, tmp_path / "some.slp", 4)
+    seqs = read_labels_file(path, data.video_path, where="w")
+    check_training_labels(seqs, path, where="w")
+    assert 0 < n < total and capsys.readouterr().err.splitlines() == [
+        f"w: {n} of {total} instances have no track; the association loss ignores them (they only appear as "
+        "other instances)"]
+
+
+def test_ctc_ground_truth_is_checked_before_training(tmp_path, data):
+    import shutil
+
+    from bioloop.errors import DataError
+    from bioloop.tasks.tracking.task import check_training_labels, read_labels_file
+
+    root = tmp_path / "ctc"
+    shutil.copytree(data.ctc_root, root)
+    tra = next(root.rglob("man_track.txt"))
+    rows = [line.split() for line in tra.read_text().splitlines()]
+    rows[0][2] = str(int(rows[0][2]) + 5)  # label 1 said to live 5 frames longer than its masks
+    tra.write_text("\n".join(" ".join(r) for r in rows) + "\n")
+    seqs = read_labels_file(str(tra.parent), None, where="cfg.py: dataset.train_dataset")
+    with pytest.raises(DataError, match=r"cfg.py: dataset.train_dataset: this Cell Tracking Challenge ground truth "
+                                        r"fails the consistency checks.*label 1 is listed for frames"):
+        check_training_labels(seqs, str(tra.parent), where="cfg.py: dataset.train_dataset")

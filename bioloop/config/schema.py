@@ -101,6 +101,14 @@ class TrainingConfig:
     logs_save_path: str = setting("tensorboard/{model_name}", "run folder: TensorBoard logs, metrics.csv, run records")
     max_snapshots: int | None = setting(None, "keep at most this many epoch checkpoints (best ones always kept)", validator=v.at_least(1))
     save_every_n_epochs: int = setting(1, "write an epoch checkpoint every this many epochs", validator=v.at_least(1))
+    save_optimizer_state: bool = setting(
+        True, "keep the optimizer's per-parameter state (e.g. Adam moments) in epoch and best checkpoints; False "
+        "makes them about a third of the size, and a resume from one restarts those buffers (it says so)"
+    )
+    save_best_weights: bool = setting(
+        False, "also write {model_name}_best_weights.pth with the best model's weights only (for predict, "
+        "model_to_load or sharing; not resumable)"
+    )
 
     # runtime
     random_seed: int = setting(42, "seed for python, numpy and torch", validator=v.at_least(0))

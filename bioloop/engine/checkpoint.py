@@ -189,6 +189,16 @@ class CheckpointManager:
         self._write_manifest(manifest)
         return path
 
+    @property
+    def best_weights_file(self) -> str:
+        return f"{self.model_name}_best_weights.pth"
+
+    def save_best_weights(self, state: dict) -> Path:
+        """Write ``{model_name}_best_weights.pth`` (a weights-only export of the primary best model).
+
+        It is not a snapshot: the manifest does not list it and pruning never deletes it."""
+        return save_atomic(state, self.directory / self.best_weights_file)
+
     def save_interrupt(self, state: dict, *, epoch: int, step: int) -> Path:
         """Write a mid-epoch checkpoint and make it the latest (resume starts from it)."""
         name = self.interrupt_file

@@ -12,12 +12,22 @@ from bioloop.engine.rng import capture_rng_state, restore_rng_state
 from bioloop.errors import CheckpointError
 
 
-def training_state(trainer) -> dict[str, Any]:
-    """Everything needed to continue exactly where the run is now."""
+def training_state(trainer, *, full: bool = False) -> dict[str, Any]:
+    """Everything needed to continue exactly where the run is now.
+
+    With ``save_optimizer_state = False`` (and not ``full``: the interrupt checkpoint always is) the
+    optimizer's per-parameter state is left out; its hyperparameters (param_groups: learning rates,
+    betas, ...) stay, so a resume keeps the learning rate and the schedule and restarts only the
+    moment/momentum buffers. ``optimizer_state_saved`` records which it is."""
     p = trainer.progress
+    optimizer = trainer.optimizer.state_dict()
+    keep = full or getattr(trainer.cfg, "save_optimizer_state", True)
+    if not keep:
+        optimizer = {"state": {}, "param_groups": optimizer["param_groups"]}
     return {
         "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
+        "optimizer": optimizer,
+        "optimizer_state_saved": bool(keep),
         "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
         "scaler": trainer.scaler.state_dict(),
         "epoch": p.epoch,
@@ -36,6 +46,15 @@ def training_state(trainer) -> dict[str, Any]:
         "extras": trainer.task.checkpoint_extras(trainer.cfg),
         "bioloop_version": __version__,
     }
+
+
+WEIGHTS_KEYS = ("model", "epoch", "step", "metrics", "config", "task", "model_name", "extras", "bioloop_version")
+
+
+def weights_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights-only export of a training state: what predict and model_to_load need, no
+    optimizer, scheduler, scaler, sampler or RNG state (so not resumable)."""
+    return {k: state[k] for k in WEIGHTS_KEYS if k in state}
 
 
 def resume_command(cfg) -> str:
@@ -128,6 +147,10 @@ def load_start_state(trainer) -> Path | None:
         trainer.say(f"note: {path} was written with batch_size={sampler.get('batch_size')} and "
                     f"{sampler.get('world_size')} process(es); batches after resuming differ from the original run")
     restore_rng_state(state["rng"])
+    if state.get("optimizer_state_saved") is False:
+        trainer.say(f"note: {path} was saved with save_optimizer_state = False: the optimizer's per-parameter state "
+                    "(e.g. Adam moments) restarts from zero; weights, learning rate, schedule, RNG and data order "
+                    "continue, so the run will not equal an uninterrupted one")
     where_in = f"epoch {p.epoch + 1}" + (f", batch {p.batch_in_epoch + 1}" if p.batch_in_epoch else "")
     trainer.say(f"resuming from {path} at {where_in} ({p.step} optimizer steps done)")
     return path

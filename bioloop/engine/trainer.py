@@ -23,7 +23,7 @@ from bioloop.engine import progress
 from bioloop.engine.checkpoint import CheckpointManager
 from bioloop.engine.logging import RunLogger
 from bioloop.engine.optim import build_optimizer, build_scheduler, current_lrs, step_scheduler
-from bioloop.engine.resume import load_start_state, resume_command, training_state
+from bioloop.engine.resume import load_start_state, resume_command, training_state, weights_state
 from bioloop.engine.rng import seed_everything
 from bioloop.engine.runtime import Runtime, all_gather_objects, barrier, to_device
 from bioloop.engine.loader import TrainLoader
@@ -89,13 +89,14 @@ class Trainer:
             cfg.run_dir, enabled=rt.is_main, tensorboard=cfg.logger.tensorboard, wandb=cfg.logger.wandb,
             run_name=cfg.model_name, where=self.where,
         )
+        processes = all_gather_objects(rt, rt.describe())  # every rank takes part; rank 0 writes
         if rt.is_main:
             write_run_records(
                 cfg.run_dir,
                 config_path=cfg.source.path if cfg.source else None,
                 resolved=to_plain(cfg),
                 extra={
-                    "task": cfg.task, "world_size": rt.world_size, "device": str(rt.device),
+                    "task": cfg.task, "world_size": rt.world_size, "device": str(rt.device), "processes": processes,
                     "precision": rt.precision, "resumed_from": str(self.resumed_from) if self.resumed_from else None,
                     "overrides": list(cfg.source.overrides) if cfg.source else [],
                 },
@@ -256,7 +257,8 @@ class Trainer:
         signum = self.stop.signum or 2
         path = None
         if self.rt.is_main:
-            path = self.checkpoints.save_interrupt(training_state(self), epoch=epoch, step=self.progress.step)
+            path = self.checkpoints.save_interrupt(training_state(self, full=True), epoch=epoch,
+                                                   step=self.progress.step)
         barrier(self.rt)
         raise TrainingInterrupted(
             f"{self.where}: training interrupted by signal {signum} in epoch {epoch + 1} after "
@@ -291,6 +293,8 @@ class Trainer:
                 self.checkpoints.save_best(
                     state, metric=metric, value=metrics[metric], epoch=number, primary=metric == self.selection.key
                 )
+                if cfg.save_best_weights and metric == self.selection.key:
+                    self.checkpoints.save_best_weights(weights_state(state))
             if number % cfg.save_every_n_epochs == 0 or last or stop:
                 self.checkpoints.save_epoch(state, epoch=number, step=self.progress.step, metrics=metrics)
         barrier(self.rt)
@@ -332,6 +336,8 @@ class Trainer:
 def _summary(metrics: dict[str, float], key: str) -> str:
     shown = {k: v for k, v in metrics.items() if "/" not in k}
     text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
+    if key in metrics and key not in shown:  # e.g. pose's pixel_error/mean: show its own value
+        text += f", {key}={metrics[key]:.4g}"
     return text + (f" (key metric {key})" if key in metrics else "")
 
 

@@ -181,6 +181,7 @@ class TrackingClips(Dataset):
         spec = getattr(self.settings, "augmentations", None) if train else None
         self.augmentation: ClipAugmentation = build_clip_augmentation(spec, f"{self.where}.augmentations")
         self._chans: dict[int, int] = {}
+        self._sizes: dict[int, tuple[int, int]] = {}
 
     def _resolve(self, seq: TrackSequence) -> np.ndarray:
         """Node index of each anchor in ``seq`` (-1 = the centroid)."""
@@ -224,20 +225,35 @@ class TrackingClips(Dataset):
         if aug.node_dropout is not None:
             points = aug.node_dropout(points, rng)
         centroids = Instances(0, points, boxes, ids).centroids if len(boxes) else np.zeros((0, 2))
+        anchor_index = self._anchor_index[seq_i]
+        if not (rng is not None and aug.transform is not None):  # frame by frame: never the whole clip
+            hw = self._hw(seq_i, seq, frames[0]) if frames else _frame_hw(seq)
+            if rng is not None:  # no pixel transform: points leaving the frame, box clipping, the rng stream
+                _, points, centroids, boxes = _augment(aug, None, points, centroids, boxes, rng, hw)
+            crops, hw = self._streamed_crops(seq, frames, frame_of, points, centroids, anchor_index, hw)
+            if len(frames):
+                self._chans[seq_i] = crops.shape[1] // len(anchor_index)
+            else:
+                crops = np.zeros((0, self._channels(seq_i, seq, start) * len(anchor_index), *self.window),
+                                 np.float32)
+            return self._item(crops, boxes, frame_of, start, ids, centroids, seq_i, hw)
         images = [normalise_frame(frame_to_hwc(seq.read_frame(t), seq.ndim, self.channels)) for t in frames]
         images = np.stack(images) if images else np.zeros((0, 1, 1, self._channels(seq_i, seq, start)), np.float32)
         hw = images.shape[1:3] if len(frames) else _frame_hw(seq)
-        if rng is not None:
-            images, points, centroids, boxes = _augment(aug, images, points, centroids, boxes, rng)
-            hw = images.shape[1:3] if len(frames) else hw
+        images, points, centroids, boxes = _augment(aug, images, points, centroids, boxes, rng, hw)
+        hw = images.shape[1:3] if len(frames) else hw
         if rng is not None and aug.transform is not None:  # instances moved out of the frame are gone
             H, W = hw
             inside = np.isfinite(centroids).all(1) & (centroids[:, 0] >= -0.5) & (centroids[:, 0] < W - 0.5) & \
                 (centroids[:, 1] >= -0.5) & (centroids[:, 1] < H - 0.5)
             points, boxes, ids, frame_of, centroids = (a[inside] for a in (points, boxes, ids, frame_of, centroids))
-        crops = self._crops(images, frames, frame_of, points, centroids, self._anchor_index[seq_i])
+        crops = self._crops(images, frames, frame_of, points, centroids, anchor_index)
         if len(frames):
             self._chans[seq_i] = images.shape[3]
+        return self._item(crops, boxes, frame_of, start, ids, centroids, seq_i, hw)
+
+    @staticmethod
+    def _item(crops, boxes, frame_of, start, ids, centroids, seq_i, hw) -> dict[str, Any]:
         return {
             "crops": torch.from_numpy(crops),
             "boxes": torch.from_numpy(normalise_boxes(boxes, hw)),
@@ -250,6 +266,39 @@ class TrackingClips(Dataset):
             "image_hw": (int(hw[0]), int(hw[1])),
         }
 
+    def _hw(self, seq_i: int, seq: TrackSequence, t: int) -> tuple[int, int]:
+        """(H, W) of a sequence's frames, from the first frame read (cached)."""
+        if seq_i not in self._sizes:
+            self._sizes[seq_i] = tuple(int(v) for v in frame_to_hwc(seq.read_frame(t), seq.ndim).shape[:2])
+        return self._sizes[seq_i]
+
+    def _streamed_crops(self, seq, frames, frame_of, points, centroids, anchor_index, hw):
+        """Crops read one frame at a time (the frame is cropped in its own dtype, then only the crops are
+        scaled like ``normalise_frame``: the same numbers, without a float copy of the clip)."""
+        h, w = self.window
+        if not len(frame_of):
+            return np.zeros((0, 0, h, w), np.float32), tuple(int(v) for v in hw)
+        centers = _centers(points, centroids, anchor_index)
+        out = None
+        for t in frames:
+            raw = frame_to_hwc(seq.read_frame(t), seq.ndim, self.channels)
+            hw = raw.shape[:2]
+            if out is None:
+                out = np.zeros((len(frame_of), raw.shape[2] * len(anchor_index), h, w), dtype=np.float32)
+            sel = frame_of == t
+            if not sel.any():
+                continue
+            crops = crop_instances(raw, centers[sel], (h, w), 0)
+            if raw.dtype == np.uint8:
+                out[sel] = crops.astype(np.float32) / np.float32(255)
+            else:
+                top = float(raw.max()) if raw.size else 0.0
+                part = crops.astype(np.float32)
+                if top > 1:
+                    part /= np.float32(top)
+                out[sel] = np.clip(part, 0, 1, out=part)
+        return (out if out is not None else np.zeros((0, 0, h, w), np.float32)), tuple(int(v) for v in hw)
+
     def _crops(self, images, frames, frame_of, points, centroids, anchor_index) -> np.ndarray:
         """Crops of every instance from its (augmented) frame, frame-major."""
         h, w = self.window
@@ -257,12 +306,7 @@ class TrackingClips(Dataset):
         out = np.zeros((len(frame_of), C * len(anchor_index), h, w), dtype=np.float32)
         if not len(frame_of):
             return out
-        centers = np.repeat(centroids[:, None], len(anchor_index), axis=1)  # (N, A, 2)
-        named = anchor_index >= 0
-        if named.any():
-            nodes = points[:, anchor_index[named]]  # (N, A', 2)
-            ok = np.isfinite(nodes).all(-1, keepdims=True)
-            centers[:, named] = np.where(ok, nodes, centers[:, named])
+        centers = _centers(points, centroids, anchor_index)
         for k, t in enumerate(frames):
             sel = frame_of == t
             if sel.any():
@@ -274,6 +318,17 @@ class TrackingClips(Dataset):
         if seq_i not in self._chans:
             self._chans[seq_i] = frame_to_hwc(seq.read_frame(t), seq.ndim, self.channels).shape[2]
         return self._chans[seq_i]
+
+
+def _centers(points, centroids, anchor_index) -> np.ndarray:
+    """(N, A, 2) crop centres: each named anchor node, the centroid where it is missing (or asked for)."""
+    centers = np.repeat(centroids[:, None], len(anchor_index), axis=1)  # (N, A, 2)
+    named = anchor_index >= 0
+    if named.any():
+        nodes = points[:, anchor_index[named]]  # (N, A', 2)
+        ok = np.isfinite(nodes).all(-1, keepdims=True)
+        centers[:, named] = np.where(ok, nodes, centers[:, named])
+    return centers
 
 
 def _frame_hw(seq: TrackSequence) -> tuple[int, int]:
@@ -298,16 +353,23 @@ def _gather(groups):
     return np.concatenate(points), np.concatenate(boxes), np.concatenate(ids), np.concatenate(frame_of)
 
 
-def _augment(aug: ClipAugmentation, images, points, centroids, boxes, rng):
-    """Move the frames, points, centroids and box corners with one albumentations draw."""
+def _augment(aug: ClipAugmentation, images, points, centroids, boxes, rng, hw):
+    """Move the frames, points, centroids and box corners with one albumentations draw.
+
+    ``images=None`` (no pixel transform): only the rng draw and the frame-edge handling of points and
+    boxes, for a frame of size ``hw``."""
     n, P = points.shape[:2]
     x0, y0, x1, y1 = boxes.T
     corners = np.stack([np.stack([x0, y0], -1), np.stack([x1, y0], -1), np.stack([x0, y1], -1),
                         np.stack([x1, y1], -1)], axis=1)  # (n, 4, 2)
     flat = np.concatenate([points.reshape(-1, 2), centroids, corners.reshape(-1, 2)])
-    images, moved = aug.images(images, flat, rng)
-    images = np.clip(images, 0, 1).astype(np.float32, copy=False)
-    H, W = images.shape[1:3]
+    if images is None:
+        _, moved = aug.images(np.zeros((0, 1, 1, 1), np.float32), flat, rng)
+        H, W = hw
+    else:
+        images, moved = aug.images(images, flat, rng)
+        images = np.clip(images, 0, 1).astype(np.float32, copy=False)
+        H, W = images.shape[1:3] if len(images) else hw
     points = moved[: n * P].reshape(n, P, 2)
     centroids = moved[n * P: n * P + n]
     corners = moved[n * P + n:].reshape(n, 4, 2)

@@ -15,6 +15,7 @@ channels the model takes (grey replicated to RGB, RGB averaged to grey).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import attrs
@@ -160,7 +161,7 @@ def predict_tracking(cfg, model, *, extras=None, input=None, output=None, video=
         lost = " and are not in the MOT file" if fmt_out == "mot" else ""
         print(f"tracking: {untracked} of {n_inst} instances were left without a track{lost} (tracker "
               f"max_tracks={cfg.tracker.max_tracks}, max_center_dist={cfg.tracker.max_center_dist}; frames over "
-              f"max_objects are not tracked)")
+              f"max_objects are not tracked)", file=sys.stderr, flush=True)
     meta = {"bioloop_instances": n_inst, "bioloop_untracked_instances": untracked,
             "bioloop_checkpoint": str((extras or {}).get("checkpoint", ""))}
     return _write(out, fmt_out, tracked, input=str(input), video=video, provenance=meta)

@@ -90,9 +90,49 @@ def load_sequences(settings, where: str, base: Path) -> list[TrackSequence]:
         raise ConfigError.at(where, "names no data", fix="set slp_files (+ video_files), tracks (+ videos) or dir")
     out = []
     for labels, video in pairs:
-        out += read_labels_file(labels, video, settings.source_format, where=f"{where} ({labels})",
+        seqs = read_labels_file(labels, video, settings.source_format, where=f"{where} ({labels})",
                                 gt_list=settings.gt_list)
+        check_training_labels(seqs, labels, where=f"{where} ({labels})", gt_list=settings.gt_list)
+        out += seqs
     return out
+
+
+def check_training_labels(seqs: list[TrackSequence], labels: str, *, where: str, gt_list: str | None = None) -> None:
+    """Ground truth fit to learn from: a CTC folder passes ``check_ctc``; instances carry tracks.
+
+    No instance with a track: an error naming the file and the count (the association loss would be
+    exactly 0). Some without: one printed line saying how many the loss ignores (id -1 is never
+    anyone's target, so such an instance teaches nothing; it still appears as a distractor)."""
+    import sys
+
+    from bioloop.errors import DataError
+
+    for seq in seqs:
+        if seq.read_labels is None:
+            continue
+        if gt_list is not None:
+            print(f"{where}: the CTC masks are not checked against gt_list {gt_list} (check_ctc reads the "
+                  f"man_track.txt beside the masks)", file=sys.stderr, flush=True)
+            continue
+        from bioloop.tasks.tracking.io import check_ctc
+
+        problems = check_ctc(seq.source)
+        if problems:
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise DataError.at(where, f"this Cell Tracking Challenge ground truth fails the consistency checks"
+                               f"{more}", got=problems[:5], fix="make every mask label one segment listed in "
+                               "man_track.txt with its frames (relabel a track that reappears after a gap)")
+    ids = [f.track_ids for s in seqs for f in s.frames if len(f)]
+    ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    missing = int((ids < 0).sum())
+    if missing and missing == len(ids):
+        raise DataError.at(labels, f"none of its {len(ids)} instances has a track, so there is nothing to learn "
+                           "(the association loss would be exactly 0)", got=f"{missing} untracked",
+                           fix="proofread the tracks in SLEAP (or track it with bioloop predict and correct that), "
+                           "then train on the tracked file")
+    if missing:
+        print(f"{where}: {missing} of {len(ids)} instances have no track; the association loss ignores them "
+              f"(they only appear as other instances)", file=sys.stderr, flush=True)
 
 
 def crop_channels(sequences: list[TrackSequence]) -> int:
@@ -120,7 +160,11 @@ def check_in_chans(cfg, settings, sequences, where: str) -> None:
 
 def inference_settings(cfg):
     """The dataset settings prediction crops with: test_dataset, else train_dataset."""
-    return cfg.dataset.test_dataset or cfg.dataset.train_dataset
+    settings = cfg.dataset.test_dataset or cfg.dataset.train_dataset
+    if settings is None:
+        raise ConfigError.at(_where(cfg, "dataset"), "prediction needs the crop settings of a test_dataset or "
+                             "train_dataset", fix=cfg.TRAIN_DATASET_FIX)
+    return settings
 
 
 def gtr_kwargs(cfg) -> dict:
@@ -188,6 +232,9 @@ class TrackingTask(Task):
     name = "tracking"
     Config = TrackingConfig
     default_key_metric = "loss"
+    # the transformer leaves parameters without gradients in some configurations (the first decoder
+    # layer's norm1 when decoder_self_attn is off), which DDP must be told about
+    find_unused_parameters = True
 
     def __init__(self):
         self._val_state: tuple | None = None  # (sequence index, Tracker) for persistent validation tracking
@@ -212,6 +259,8 @@ class TrackingTask(Task):
         from bioloop.tasks.tracking.data import TrackingClips, make_clips
 
         settings = getattr(cfg.dataset, f"{split}_dataset")
+        if settings is None and split == "train":
+            raise ConfigError.at(_where(cfg, "dataset"), "needs a train_dataset", fix=cfg.TRAIN_DATASET_FIX)
         if settings is None:
             return None
         where = _where(cfg, f"dataset.{split}_dataset")
@@ -258,14 +307,13 @@ class TrackingTask(Task):
 
         counts = batch["counts"].tolist()
         clips = [c for c, n in zip(split_batch(batch), counts) if n > 0]
-        if len(clips) == 1:  # one forward through the (possibly DDP-wrapped) model
+        if len(clips) == 1:
             c = clips[0]
             q = torch.arange(len(c["ids"]), device=c["ids"].device)
             out = model(c["crops"], c["boxes"], c["times"], q)
             return [loss_fn(out["logits"], c["ids"], c["times"], q)], None
-        if hasattr(model, "module"):
-            raise ConfigError.at("batch_size", "distributed tracking training runs one clip per process and step",
-                                 got=len(clips), fix="set batch_size = 1 (dataloader.train_dataloader.batch_size)")
+        # several clips: one encoder pass, one transformer pass per clip (DDP wraps the whole step,
+        # so any number of calls is fine under torch.distributed)
         core = self._core(model)
         feats = core.encode_crops(batch["crops"])
         bounds = np.concatenate([[0], np.cumsum(counts)]).astype(int)
@@ -365,6 +413,29 @@ class TrackingTask(Task):
             return {}
         ids = self.track_clip(model, clip, build_tracker(cfg, False))
         return {"tracks": render_clip(clip, cfg.view_batch.num_frames, pred_ids=np.concatenate(ids))}
+
+    def check_config(self, cfg) -> list[str]:
+        """Every dataset file exists and the transformer with its encoder builds (meta device, no weights)."""
+        import attrs
+
+        from bioloop.tasks._probe import build_on_meta, missing_files
+
+        where = cfg.source.name if cfg.source else "config"
+        problems = []
+        for split in ("train", "val", "test"):
+            ds = getattr(cfg.dataset, f"{split}_dataset")
+            if ds is None:
+                continue
+            for key in ("slp_files", "video_files", "videos", "tracks"):
+                problems += missing_files(where, f"dataset.{split}_dataset.{key}", getattr(ds, key))
+            if ds.dir is not None:
+                problems += missing_files(where, f"dataset.{split}_dataset.dir.path", [ds.dir.path], folder=True)
+        encoder = cfg.gtr.encoder_cfg
+        probe = cfg
+        if isinstance(encoder.pretrained, str):
+            problems += missing_files(where, "gtr.encoder_cfg.pretrained", [encoder.pretrained])
+            probe = attrs.evolve(cfg, gtr=attrs.evolve(cfg.gtr, encoder_cfg=attrs.evolve(encoder, pretrained=False)))
+        return problems + build_on_meta(self, probe)
 
     def checkpoint_extras(self, cfg) -> dict[str, Any]:
         s = inference_settings(cfg)
