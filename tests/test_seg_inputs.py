@@ -104,3 +104,9 @@ def test_train_predict_process_evaluate(kind, tmp_path, monkeypatch, capsys, one
     assert {"f1/cell", "pq/cell", "voi_split/cell", "voi_merge/cell", "arand_error/cell"} <= set(s)
     assert all(math.isfinite(s[k]) for k in ("f1/cell", "voi/cell", "arand_error/cell", "iou/cell"))
     assert sum(r["n_truth"] for r in result["rows"]) == 4  # the truth was read whole, on its own grid
+
+    # the validate crops of the datasplit, predicted and scored by name
+    crops = api.predict("cfg.py", crops="split.csv", output="crops.zarr", show_progress=False)
+    pooled = api.evaluate("cfg.py", prediction=str(crops), crops="split.csv", show_progress=False)
+    assert pooled["classes"] == ["cell"] and len(pooled["crops"]) == 1
+    assert pooled["scores"]["iou/cell"] == pytest.approx(result["scores"]["iou/cell"], abs=0.02)
