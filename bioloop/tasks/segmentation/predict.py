@@ -168,6 +168,8 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
                disable=not progress_enabled(not show_progress))
     try:
         _pipeline(mine, runner, bar)
+    except DataError as exc:  # e.g. a model whose output does not fit the checkpoint's patch or classes
+        raise DataError(f"{exc} (model, patch {patch} and classes from {checkpoint})") from exc
     finally:
         bar.close()
     if distributed:
