@@ -39,6 +39,7 @@ import torch.distributed as dist
 import zarr
 from tqdm.auto import tqdm
 
+from bioloop.data.atomic import atomic_write_text
 from bioloop.data.ngff import Volume, create_volume
 from bioloop.data.sources import open_image, open_native
 from bioloop.engine.progress import progress_enabled
@@ -167,6 +168,8 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
                disable=not progress_enabled(not show_progress))
     try:
         _pipeline(mine, runner, bar)
+    except DataError as exc:  # e.g. a model whose output does not fit the checkpoint's patch or classes
+        raise DataError(f"{exc} (model, patch {patch} and classes from {checkpoint})") from exc
     finally:
         bar.close()
     if distributed:
@@ -178,7 +181,9 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
 
 def _announce(cfg, classes, scale, patch, checkpoint) -> None:
     """One line per setting the checkpoint overrides: prediction follows the trained model, not the config."""
-    said = {"classes": (list(cfg.classes), classes),
+    from bioloop.tasks.segmentation.targets import output_channels
+
+    said = {"classes": (output_channels(cfg), classes),
             "voxel size (nm)": (tuple(float(s) for s in cfg.input_array_info.scale), tuple(scale)),
             "patch shape": (tuple(int(n) for n in cfg.input_array_info.shape), tuple(patch))}
     for name, (config, trained) in said.items():
@@ -401,10 +406,8 @@ def _read_fingerprint(output: Path):
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # markers and metadata: losing one to a power cut only costs recomputing a block, so no fsync
+    atomic_write_text(path, text, fsync=False)
 
 
 def _write_block(block: _Block, probs: np.ndarray, classes) -> None:
