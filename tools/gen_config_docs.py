@@ -352,7 +352,7 @@ def _spellings(schema) -> list[str]:
                 "| their key | bioloop setting | meaning |", "| --- | --- | --- |"]
         for row in table.rows:
             if row.target is not None:
-                target = _code(row.target)
+                target = "-> " + _code(row.target)
             elif row.convert is not None:
                 target = "(converted, see meaning)"
             else:
