@@ -165,3 +165,18 @@ def test_config_check_validates_what_training_start_would(tmp_path):
     gtr.write_text("task = 'tracking'\ndataset = {'train_dataset': {'slp_files': ['missing.slp']}}\n")
     run = CliRunner().invoke(cli, ["config", "check", str(gtr)])
     assert run.exit_code == 2 and "dataset.train_dataset.slp_files: 1 file not found" in run.output
+
+
+def test_a_yaml_files_task_is_told_by_its_keys(tmp_path):
+    gtr = tmp_path / "small.yaml"  # GTR's runner section is not DeepLabCut's
+    gtr.write_text("runner:\n  metrics:\n    val: [num_switches]\ndataset:\n  train_dataset:\n    slp_files: [a.slp]\n"
+                   "trainer:\n  max_epochs: 2\n")
+    assert api.load_config(gtr).task == "tracking"
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("epochs: 3\n")
+    with pytest.raises(ConfigError, match="not recognised as a Lightning Pose, DeepLabCut or DREEM/GTR config"):
+        api.load_config(odd)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  max_epochs: [1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d: not valid YAML"):
+        api.load_config(bad)
