@@ -344,9 +344,11 @@ def _spellings(schema) -> list[str]:
     if not hasattr(schema, "spelling_tables"):
         return []
     out = []
-    for table in schema.spelling_tables()[0]:
+    tables = schema.documented_spellings() if hasattr(schema, "documented_spellings") else schema.spelling_tables()[0]
+    for table in tables:
+        kind = "section" if table.tool.endswith("detector") else "config file (YAML, or these keys in a Python config)"
         out += ["", f"### {table.tool} keys", "",
-                f"A {table.tool} config file (YAML, or these keys in a Python config) maps key by key; "
+                f"A {table.tool} {kind} maps key by key; "
                 "a key not listed is reported, never dropped. *no effect* keys accept only the values "
                 "listed (any value where none is).", "",
                 "| their key | bioloop setting | meaning |", "| --- | --- | --- |"]
