@@ -125,4 +125,4 @@ def test_unknown_init_template_suggests_the_nearest():
 def test_evaluate_needs_truth_or_crops(write_config, tmp_path):
     cfg = write_config("datasplit_path = 'split.csv'\nclasses = ['nuc']\n")
     _said(_run("evaluate", cfg, "--prediction", tmp_path / "p.zarr"), 2,
-          "evaluate: give --truth (a crop group) or --crops (a datasplit CSV)")
+          "evaluate: give --truth (a crop group or a label image) or --crops (a datasplit CSV)")
