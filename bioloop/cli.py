@@ -199,10 +199,13 @@ def _relaunch(arguments, devices) -> int:
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--prediction", required=True, help="Prediction written by `bioloop predict` or `bioloop process`.")
-@click.option("--truth", default=None, help="Segmentation: ground-truth crop group (one label image per class). "
-              "Pose: a labels file (default: the config's labels_file). Tracking: tracked ground truth (.slp, "
-              "CTC folder, MOT txt, TrackMate CSV).")
+@click.option("--prediction", required=True, multiple=True, help="Prediction written by `bioloop predict` or "
+              "`bioloop process`. Tracking: repeatable, paired in order with --truth; a CTC dataset root scores "
+              "every sequence, a folder of MOT <name>.txt files every file.")
+@click.option("--truth", default=None, multiple=True, help="Segmentation: ground-truth crop group (one label image "
+              "per class) or one label image (tif, zarr array, OME-NGFF; instance ids, or class ids with "
+              "label_layout='class_ids'). Pose: a labels file (default: the config's labels_file). "
+              "Tracking: tracked ground truth (.slp, CTC folder or dataset root, MOT txt or MOTChallenge folder, TrackMate CSV); repeatable.")
 @click.option("--crops", default=None, help="Segmentation: datasplit CSV; score every validate crop "
               "(prediction/<crop>/<class>).")
 @click.option("--kind", type=click.Choice(["auto", "semantic", "instance"]), default="auto", show_default=True,
@@ -211,44 +214,67 @@ def _relaunch(arguments, devices) -> int:
               "(default: config).")
 @click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Segmentation: IoU above which a predicted instance matches a true one.")
-@click.option("--match", type=click.Choice(["iou", "centroid"]), default=None,
-              help="Tracking: match instances by box IoU [default] or centroid distance.")
+@click.option("--match", type=click.Choice(["iou", "centroid", "mask"]), default=None,
+              help="Tracking: match instances by box IoU [default], centroid distance, or (CTC folders) masks "
+              "as DET/TRA do.")
 @click.option("--match-threshold", type=click.FloatRange(min=0), default=None,
               help="Tracking: least IoU [default: 0.5], or most pixels apart with --match centroid (required).")
+@click.option("--untracked", type=click.Choice(["count", "exclude"]), default=None,
+              help="Tracking: predicted instances without a track count as one-frame tracks [count] or are "
+              "left out (the count is printed).")
+@click.option("--mask-pattern", default=None, help="Tracking: CTC mask file names other than man_trackTTT.tif / "
+              "maskTTT.tif, with '*' for the frame number (e.g. 'frame_*.tif').")
 @click.option("--report", default=None, help="Also write the scores to this JSON file.")
 @click.option("--video", default=None, help="Tracking: the truth's video, a folder holding its videos, or OLD=NEW "
               "to remap the video paths a .slp stores.")
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
+              help="Pose: score only the labeled frames of this split of the run (its split.csv) [default: all].")
+@click.option("--figure", default=None, help="Segmentation: write a PNG of raw, truth and prediction side by side "
+              "for one z-slice of the first crop.")
+@click.option("--raw", default=None, help="Segmentation: raw image for --figure (default: the one predict recorded).")
 @_override
 @_quiet
-def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, report,
-             video, overrides, quiet):
+def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, untracked,
+             mask_pattern, report, overrides, quiet, split=None, figure=None, raw=None, video=None):
     """Score a prediction against ground truth and print a table (per class, or per keypoint)."""
     from bioloop import api
     from bioloop.errors import ConfigError
 
     cfg = api.load_config(config, overrides)
     ctx = click.get_current_context()
+    if cfg.task != "pose":
+        _refuse_other_tasks_flags(ctx, cfg.task, ("split",))
     if cfg.task != "tracking":
-        _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold", "video"))
+        _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold", "untracked", "mask_pattern", "video"))
+        if len(prediction) > 1 or len(truth) > 1:
+            raise click.UsageError(f"one --prediction and one --truth for the {cfg.task} task")
+        prediction, truth = prediction[0], (truth[0] if truth else None)
+    if cfg.task != "segmentation":
+        _refuse_other_tasks_flags(ctx, cfg.task, ("figure", "raw"))
     if cfg.task == "tracking":
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
             raise click.UsageError("--kind and --iou-threshold do not apply to the tracking task (use --match-threshold)")
-        result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report, match=match,
-                              match_threshold=match_threshold, video=video)
+        result = api.evaluate(cfg, prediction=list(prediction), truth=list(truth), report=report, match=match,
+                              match_threshold=match_threshold, untracked=untracked or "count",
+                              mask_pattern=mask_pattern, show_progress=not quiet, video=video)
     elif cfg.task != "segmentation":
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
             raise click.UsageError(f"--kind and --iou-threshold do not apply to the {cfg.task} task")
-        result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report)
+        result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report, split=split)
     else:
         if not truth and not crops:
-            raise ConfigError.at("evaluate", "give --truth (a crop group) or --crops (a datasplit CSV)")
+            raise ConfigError.at("evaluate", "give --truth (a crop group or a label image) or --crops (a datasplit "
+                                 "CSV)")
         result = api.evaluate(cfg, prediction=prediction, truth=truth, crops=crops, kind=kind, threshold=threshold,
-                              iou_threshold=iou_threshold, report=report, show_progress=not quiet)
+                              iou_threshold=iou_threshold, report=report, figure=figure, raw=raw,
+                              show_progress=not quiet)
     click.echo(result["table"])
     if report:
         click.echo(f"report written to {report}")
+    if result.get("figure"):
+        click.echo(f"figure written to {result['figure']}")
 
 
 @cli.command("view-batch")
@@ -265,6 +291,28 @@ def view_batch(config, video, overrides):
     task = get_task(cfg.task)
     path = task.view_batch(cfg, video=video) if video is not None else task.view_batch(cfg)
     click.echo(f"wrote {path}")  # tasks without it refuse with a ConfigError
+
+
+@cli.command("ctc-fix")
+@click.argument("src", type=click.Path(file_okay=False, exists=True))
+@click.argument("dst", type=click.Path(file_okay=False))
+@click.option("--mask-pattern", default=None, help="Mask file names other than man_trackTTT.tif / maskTTT.tif, "
+              "with '*' for the frame number (e.g. 'frame_*.tif'); the output keeps the names.")
+def ctc_fix(src, dst, mask_pattern):
+    """Relabel a Cell Tracking Challenge folder (GT TRA or RES) into a valid one at DST.
+
+    A label that disappears and comes back gets a new label for each later segment, whose parent is
+    the segment before; the track table is rebuilt from the masks. Every change is printed."""
+    from bioloop.tasks.tracking.ctc_tools import fix_ctc
+    from bioloop.tasks.tracking.io_ctc import check_ctc
+
+    fix_ctc(src, dst, pattern=mask_pattern, say=click.echo)
+    problems = check_ctc(dst, mask_pattern)
+    for line in problems:
+        click.echo(f"still invalid: {line}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"valid CTC folder written to {dst}")
 
 
 @cli.command()
@@ -349,11 +397,16 @@ def config_show(config, overrides):
 @click.argument("config", type=click.Path(dir_okay=False))
 @_override
 def config_check(config, overrides):
-    """Validate a config file without running anything."""
+    """Validate a config file without training: settings, input files, and that the model builds."""
     from bioloop import api
+    from bioloop.errors import ConfigError
 
     cfg = api.load_config(config, overrides)
-    click.echo(f"{config}: OK (task {cfg.task})")
+    problems = api.check_config(cfg)
+    if problems:
+        raise ConfigError.many(problems)
+    spelled = f", {cfg.source.spelling}'s spelling" if cfg.source and cfg.source.spelling else ""
+    click.echo(f"{config}: OK (task {cfg.task}{spelled})")
 
 
 def _templates() -> list[str]:
@@ -363,10 +416,23 @@ def _templates() -> list[str]:
 @cli.command()
 @click.argument("template", required=False)
 @click.argument("dest", required=False, type=click.Path())
-def init(template, dest):
-    """Copy the annotated example TEMPLATE to DEST (a file or a folder). Without arguments, list them."""
+@click.option("--from", "from_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Write the bioloop Python config equivalent to another tool's YAML (Lightning Pose config.yaml, "
+                   "DeepLabCut pytorch_config.yaml, DREEM/GTR); then TEMPLATE is the destination.")
+def init(template, dest, from_file):
+    """Copy the annotated example TEMPLATE to DEST (a file or a folder). Without arguments, list them.
+
+    `bioloop init --from their.yaml my.py` writes my.py from another tool's config instead."""
     from bioloop.config.structure import did_you_mean
     from bioloop.errors import ConfigError
+
+    if from_file:
+        from bioloop.config.render import write_python_config
+
+        target = Path(dest or template or Path(from_file).with_suffix(".py").name)
+        write_python_config(Path(from_file), target)
+        click.echo(f"wrote {target} from {from_file}; edit it, then run: bioloop train {target}")
+        return
 
     names = _templates()
     if not template:
@@ -388,9 +454,10 @@ def init(template, dest):
 @cli.command()
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, help="Seed of the generator.")
-@click.option("--layout", type=click.Choice(["cellmap", "allen", "pose", "tracking"]), default="cellmap",
+@click.option("--layout", type=click.Choice(["cellmap", "allen", "pose", "tracking", "cells"]), default="cellmap",
               show_default=True,
-              help="cellmap: OME-NGFF EM volume with label crops; allen: image/_GT/_CM tif triplets; pose: rendered "
+              help="cellmap: OME-NGFF EM volume with label crops; cells: a volume filled with touching cells and "
+                   "their dense instance labels (like EM neurons); allen: image/_GT/_CM tif triplets; pose: rendered "
                    "animals with keypoints (labeled PNGs, CollectedData.csv, labels.slp, mp4 videos); tracking: "
                    "moving objects with ground-truth ids (tracking.slp + mp4, a CTC folder, MOTChallenge txt).")
 @click.option("--animals", type=click.IntRange(min=1), default=None,
@@ -417,6 +484,13 @@ def synthetic(dest, seed, layout, animals):
         data = make_pose_dataset(dest, n_frames=16, n_videos=20, n_animals=animals or 1, label_every=2, seed=seed)
         click.echo(f"labels: {data.csv_path} and {data.slp_path} ({len(data.image_paths)} labeled frames)\n"
                    f"videos: {Path(data.video_paths[0]).parent}")
+        return
+    if layout == "cells":
+        from bioloop.data.synthetic import make_cells_dataset
+
+        cells = make_cells_dataset(dest, shape=(32, 160, 160), seed=seed)
+        click.echo(f"dataset: {cells.zarr_path} ({cells.n_cells} cells)\ndatasplit: {cells.datasplit_path}\n"
+                   f"held-out labels: {cells.test_labels_path}")
         return
     from bioloop.data.synthetic import make_em_dataset
 

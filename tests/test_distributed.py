@@ -106,3 +106,29 @@ def test_process_group_serves_cuda_and_cpu_tensors(monkeypatch):
     assert rt.device == torch.device("cuda", 2) == seen["set"]
     assert (rt.rank, rt.local_rank, rt.world_size, rt.is_main) == (6, 2, 8, False)
     assert runtime.process_group_backend(torch.device("cpu")) == "gloo"
+
+
+@pytest.mark.slow
+def test_tracking_trains_several_clips_per_process_under_ddp(tmp_path):
+    """Tracking once refused batch_size > 1 under DDP (one model call per step); the step module lifts that."""
+    from bioloop.data.synthetic_tracking import make_tracking_dataset
+
+    data = make_tracking_dataset(tmp_path / "data", n_frames=12, n_objects=2, image_size=(64, 80), layouts=("slp",))
+    model = {"d_model": 16, "nhead": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dropout": 0.0,
+             "dropout_attn_head": 0.0, "num_layers_attn_head": 1,
+             "encoder_cfg": {"model_name": "test_resnet", "backend": "timm", "in_chans": 3}}
+    clips = {"slp_files": [data.slp_path], "crop_size": 16, "padding": 0, "clip_length": 4}
+    ranks = _spawn(tmp_path, f"""
+task = "tracking"
+model = {model!r}
+dataset = {{"train_dataset": {clips!r}}}
+epochs = 1
+batch_size = 2
+iterations_per_epoch = 2
+num_workers = 0
+load_model = None
+""")
+    result = ranks[0]["result"]
+    assert result["optimizer_steps"] == 2 and result["iterations"] == 2
+    sums = result["rank_weight_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]

@@ -2,8 +2,19 @@
 
 import pytest
 
-from bioloop.config.structure import structure_section
+from pathlib import Path
+
+from bioloop.config.loader import build_config
+from bioloop.errors import ConfigError
 from bioloop.tasks.pose.config import PoseConfig
+
+
+def structure_section(_schema, values, *, where):
+    """Load a settings mapping the way a config file is loaded (spellings translated, then validated)."""
+    try:
+        return build_config({"task": "pose", **values}, where=where, base=Path(".")), []
+    except ConfigError as exc:
+        return None, exc.problems
 
 
 def _problems(values):

@@ -94,3 +94,42 @@ def test_test_videos_are_predicted_after_training(tmp_path):
     preds = tmp_path / "logs" / "video_preds"
     assert (preds / "video0.labeled.mp4").exists()
     assert pd.read_csv(preds / "video1.csv", header=[0, 1, 2], index_col=0).shape[0] == 4
+
+
+def test_one_video_warns_and_the_test_split_is_scored_after_training(tmp_path, capsys):
+    """One video: the split note is printed and kept in run.json; the best model is scored on the test
+    split (printed, test_scores.json); evaluate --split scores the run's frames of one split only."""
+    from click.testing import CliRunner
+
+    from bioloop.cli import cli
+    from bioloop.data.synthetic_pose import make_pose_dataset
+
+    data = make_pose_dataset(tmp_path / "data", n_frames=8, n_videos=1, video=False)
+    config = _config(tmp_path, data, extra="train_prob = 0.5\nval_prob = 0.25\n")
+    result = api.train(str(config), quiet=False)
+    err = capsys.readouterr().err
+    assert "pose.py: train_prob: warning: only 1 video(s)/image folder(s) for 3 non-empty splits" in err
+    record = json.loads((tmp_path / "logs" / "run.json").read_text())
+    assert len(record["warnings"]) == 1 and "near-duplicate frames" in record["warnings"][0]
+    assert "pixel_error/mean=" in err and "(key metric pixel_error/mean)" in err  # the epoch line's own value
+    split = pd.read_csv(tmp_path / "logs" / "split.csv")
+    test_frames = sorted(split.loc[split["split"] == "test", "frame"])
+    assert len(test_frames) == 2
+    report = json.loads((tmp_path / "logs" / "test_scores.json").read_text())
+    assert report["split"] == "test" and report["frames"] == 2 and report["checkpoint"].endswith("pose_best.pth")
+    assert report["scores"]["pixel_error/mean"] == result["test_scores"]["pixel_error/mean"] > 0
+    assert "test split (2 labeled frames, pose_best.pth)" in err and "pixel error" in err
+
+    folder = str(tmp_path / "data" / "labeled-data" / "video0")
+    prediction = api.predict(str(config), input=folder, output=str(tmp_path / "all.csv"), show_progress=False)
+    runner = CliRunner()
+    scored = {}
+    for name in ("train", "val", "test", "all"):
+        out = runner.invoke(cli, ["evaluate", str(config), "--prediction", str(prediction), "--split", name,
+                                  "--report", str(tmp_path / f"{name}.json")])
+        assert out.exit_code == 0, out.output
+        scored[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert [scored[n]["frames"] for n in ("train", "val", "test", "all")] == [4, 2, 2, 8]
+    assert scored["test"]["split"] == "test"
+    everything = api.evaluate(str(config), prediction=str(prediction))
+    assert everything["frames"] == 8 and "training frames included" in capsys.readouterr().err

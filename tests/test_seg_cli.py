@@ -50,9 +50,15 @@ def test_predict_process_evaluate(trained, em_data, tmp_path):
     assert result.exit_code == 0, result.output
     nuc = open_volume(f"{labels}/nuc")
     assert nuc.dtype == np.uint32 and open_volume(f"{labels}/mito").dtype == np.uint8
-    report = tmp_path / "report.json"
-    result = _run("evaluate", trained, "--prediction", labels, "--truth", em_data.test_crop_path, "--report", report)
+    report, figure = tmp_path / "report.json", tmp_path / "fig" / "slice.png"
+    result = _run("evaluate", trained, "--prediction", labels, "--truth", em_data.test_crop_path, "--report", report,
+                  "--figure", figure)
     assert result.exit_code == 0, result.output
+    assert f"figure written to {figure}" in result.output
+    import matplotlib.image
+
+    picture = matplotlib.image.imread(figure)  # raw (recorded by predict, kept by process), truth, prediction
+    assert picture.shape[1] > 1.25 * picture.shape[0] and picture[..., :3].std() > 0.05  # 2 rows of 3 panels
     scores = json.loads(report.read_text())
     assert "nuc" in scores["classes"] and report.with_suffix(".csv").exists()
     assert "pq" in result.output.lower() or "f1" in result.output.lower()

@@ -204,3 +204,20 @@ def test_argument_errors(tmp_path):
         evaluate(_cfg(), prediction=prediction)
     with pytest.raises(DataError, match="no ground truth for any of the classes"):
         evaluate(_cfg(classes=["er"]), prediction=prediction, truth=truth, show_progress=False)
+
+
+def test_figure_without_a_recorded_raw_image_says_so(tmp_path, capsys):
+    import matplotlib.image
+
+    prediction, truth = _instance_case(tmp_path)
+    figure = tmp_path / "slice.png"
+    result = evaluate(_cfg(), prediction=prediction, truth=truth, figure=str(figure), show_progress=False)
+    assert result["figure"] == str(figure)
+    assert f"{figure}: no raw image recorded with the prediction" in capsys.readouterr().err
+    picture = matplotlib.image.imread(figure)
+    assert picture.shape[1] == 2 * picture.shape[0]  # one class: truth and prediction, two square panels
+    _image(tmp_path / "raw.zarr/raw", np.arange(40, dtype=np.uint8).reshape(1, 4, 10))
+    evaluate(_cfg(), prediction=prediction, truth=truth, figure=str(figure), raw=str(tmp_path / "raw.zarr/raw"),
+             show_progress=False)
+    assert "no raw image" not in capsys.readouterr().err
+    assert matplotlib.image.imread(figure).shape[1] == 3 * picture.shape[0]  # a third panel: the raw slice

@@ -383,3 +383,19 @@ def test_overlapping_tiles_blend_with_centre_weighted_windows(tmp_path):
     expected = [p0, p0, (0.775 * p0 + 0.325 * p1) / 1.1, (0.325 * p0 + 0.775 * p1) / 1.1, p1, p1]
     np.testing.assert_allclose(_read(out / "a")[1][0, 0], expected, atol=1e-6)
     np.testing.assert_allclose(expected[2:4], [0.61251, 0.76829], atol=1e-5)  # by hand
+
+
+def test_output_zarr_format_2_writes_ome_ngff_0_4_with_the_same_values(volume, tmp_path):
+    from ome_zarr.io import parse_url
+
+    path, _ = volume((4, 6, 6))
+    cfg = _cfg()
+    v3 = predict_volume(cfg, Linear(), extras=_extras(cfg), input=path, output=str(tmp_path / "v3.zarr"),
+                        show_progress=False)
+    cfg.output_zarr_format = 2
+    v2 = predict_volume(cfg, Linear(), extras=_extras(cfg), input=path, output=str(tmp_path / "v2.zarr"),
+                        show_progress=False)
+    assert (v2 / "a" / ".zattrs").is_file() and not (v2 / "a" / "zarr.json").exists()
+    assert parse_url(str(v2 / "a")).version == "0.4" and parse_url(str(v3 / "a")).version == "0.5"
+    np.testing.assert_array_equal(_both(v2), _both(v3))
+    assert open_volume(v2 / "a").translation == open_volume(v3 / "a").translation == ORIGIN

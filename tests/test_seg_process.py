@@ -192,3 +192,25 @@ def test_blockwise_labels_equal_whole_volume_labels(tmp_path, connectivity):
     pairs = np.unique(np.stack([got[got > 0], ref[ref > 0]]), axis=1)  # same partition, ids consecutive
     assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1] == got.max()
     assert not list(tmp_path.glob(".bioloop-process-*"))  # the temporary labels are removed
+
+
+@pytest.mark.parametrize("zarr_format, version", [(2, "0.4"), (3, "0.5")])
+def test_instances_are_an_ome_ngff_labels_group_that_ome_zarr_reads(tmp_path, zarr_format, version):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Labels, Multiscales, Reader
+
+    p = np.zeros((2, 12, 12))
+    p[:, 1:4, 1:4] = p[:, 7:11, 7:11] = 0.9
+    _write(tmp_path, cell=p, membrane=p)
+    cfg = ProcessConfig(instance_classes=["cell"])
+    labels, _ = _run(tmp_path, cfg, ["cell", "membrane"], zarr_format=zarr_format)
+    assert labels["cell"].max() == 2 and labels["membrane"].max() == 1
+    root = parse_url(str(tmp_path / "out.zarr"))
+    nodes = list(Reader(root)())  # the reference OME-NGFF reader (ome-zarr-py, as napari-ome-zarr uses)
+    assert Labels in [type(s) for s in nodes[0].specs]
+    found = {n.metadata["name"]: n for n in nodes[1:]}
+    assert list(found) == ["cell"]  # only instance classes are label images; the semantic mask is an image
+    assert {Label, Multiscales} <= {type(s) for s in found["cell"].specs}
+    np.testing.assert_array_equal(np.asarray(found["cell"].data[0]), labels["cell"])
+    assert parse_url(str(tmp_path / "out.zarr" / "cell")).version == version
+    assert (tmp_path / "out.zarr" / ("zarr.json" if zarr_format == 3 else ".zattrs")).is_file()

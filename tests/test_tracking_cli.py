@@ -70,7 +70,8 @@ def test_predict_and_evaluate(trained, tmp_path):
     result = _run("evaluate", trained / "cfg.py", "--prediction", tracked, "--truth", slp, "--report", report)
     assert result.exit_code == 0, result.output
     assert "num_switches" in result.output and "mota" in result.output and "idf1" in result.output
-    assert set(json.loads(report.read_text())["metrics"]) == {"num_switches", "mota", "idf1"}
+    assert set(json.loads(report.read_text())["metrics"]) == {"num_switches", "mota", "idf1", "HOTA", "DetA", "AssA",
+                                                              "DetRe", "DetPr", "AssRe", "AssPr", "LocA"}
     result = _run("evaluate", trained / "cfg.py", "--prediction", tracked, "--truth", slp, "--match", "centroid")
     assert result.exit_code == 2 and "centroid matching needs a distance in pixels" in result.output
 

@@ -58,7 +58,8 @@ def test_predict_slp_reads_back_with_every_instance_tracked(run, tmp_path):
         np.testing.assert_allclose(got.points, want.points)
     report = tmp_path / "report.json"
     result = api.evaluate(cfg, prediction=str(out), truth=data.slp_path, report=str(report))
-    assert set(result["metrics"]) == {"num_switches", "mota", "idf1"}
+    assert set(result["metrics"]) == {"num_switches", "mota", "idf1", "HOTA", "DetA", "AssA", "DetRe", "DetPr",
+                                      "AssRe", "AssPr", "LocA"}
     assert result["metrics"]["mota"] <= 1.0 and "num_switches" in result["table"]
     assert json.loads(report.read_text())["metrics"] == result["metrics"]
 

@@ -282,6 +282,12 @@ def test_read_mot_errors(tmp_path):
         read_mot(tmp_path / "b.txt")
     with pytest.raises(DataError, match="MOT file not found"):
         read_mot(tmp_path / "c.txt")
+    (tmp_path / "d.txt").write_text("1,3,10,20,5,6\nnan,3,10,20,5,6\n")
+    with pytest.raises(DataError, match=r"d.txt:2: frame, id and box must be finite numbers \(got 'nan,3"):
+        read_mot(tmp_path / "d.txt")
+    (tmp_path / "e.txt").write_text("1,3,10,20,5,6\n\n2.5,3,10,20,5,6\n")
+    with pytest.raises(DataError, match=r"e.txt:3: frame numbers are integers starting at 1 \(got '2.5'\)"):
+        read_mot(tmp_path / "e.txt")
 
 
 def test_read_mot_generator_and_write_mot_round_trip(ds, tmp_path):

@@ -34,6 +34,8 @@ class ConfigSource:
     sha256: str
     overrides: tuple[str, ...] = ()
     given: tuple[str, ...] = ()  # top-level settings the file or an override set
+    spelling: str | None = None  # the other tool whose spelling the file uses (e.g. "Lightning Pose")
+    notes: tuple[str, ...] = ()  # what a mapping of another tool's key did differently
 
     @property
     def name(self) -> str:
@@ -156,7 +158,21 @@ def apply_overrides(schema, settings: dict[str, Any], overrides: Iterable[str]) 
                 break
             section_cls = section_type(tp)
             if section_cls is None:
-                problems.append(f"{where}: '{'.'.join(parts[:depth + 1])}' is not a section")
+                current = target.get(part, _field_default(cls, part))
+                if isinstance(current, dict):  # a spec dict ({"type": ..., "params": {...}}): edit a copy
+                    node = target[part] = dict(current)
+                    for sub in parts[depth + 1:-1]:
+                        child = node.get(sub)
+                        node[sub] = dict(child) if isinstance(child, dict) else {}
+                        node = node[sub]
+                    node[parts[-1]] = _literal(raw)
+                    break
+                hint = ""
+                if part in ("optimizer", "scheduler"):
+                    hint = (f"; {part} is {current!r} here, so give the whole spec, e.g. -s {part}="
+                            "\"{'type': 'AdamW', 'params': {'lr': 1e-3}}\"" +
+                            (" (or -s learning_rate=... for the default optimizer)" if part == "optimizer" else ""))
+                problems.append(f"{where}: '{'.'.join(parts[:depth + 1])}' is not a section{hint}")
                 break
             current = target.get(part)
             if current is None:
@@ -168,6 +184,11 @@ def apply_overrides(schema, settings: dict[str, Any], overrides: Iterable[str]) 
             target[part] = current
             cls, target = section_cls, current
     return problems
+
+
+def _field_default(cls, name: str):
+    field = attrs.fields_dict(cls)[name]
+    return field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
 
 
 def _section_default(cls, name: str) -> dict:
@@ -224,8 +245,41 @@ def _anchor(value, base: Path):
     return anchored if isinstance(value, Path) else str(anchored)
 
 
-def build_config(settings: dict[str, Any], *, where: str, base: Path, overrides: Iterable[str] = (), source=None):
-    """Validate a settings mapping against its task's schema and return the config object."""
+def _spelled(schema, settings: dict, overrides, *, where: str, lines, whole_file: bool):
+    """Translate another tool's spelling (file and ``-s`` keys in it); return (translation, our overrides)."""
+    from bioloop.config.spellings import detect, set_dotted, translate
+
+    tables, ambiguous = schema.spelling_tables() if hasattr(schema, "spelling_tables") else ((), ())
+    ours = [f.name for f in user_fields(schema)]
+    table, _ = detect(settings, tables, where=where) if tables else (None, [])
+    foreign = table.foreign_sections(settings, whole_file=whole_file) if table else set()
+    source, origins, remaining = dict(settings), {}, []
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        top = key.split(".")[0]
+        owners = [t for t in ([table] if table else tables) if top in t.sections]
+        if "=" in text and owners and (top not in ours or top in foreign):
+            set_dotted(source, key, _literal(text.split("=", 1)[1]))
+            origins[key] = f"command line -s {text}"
+            if table is None:
+                table = owners[0] if len(owners) == 1 or owners[0].row_for(key)[0] else None
+        else:
+            remaining.append(text)
+    if not tables:
+        return None, remaining
+    result = translate(source, tables, where=where, lines=lines, whole_file=whole_file, origins=origins,
+                       ambiguous=ambiguous, table=table)
+    return result, remaining
+
+
+def build_config(settings: dict[str, Any], *, where: str, base: Path, overrides: Iterable[str] = (), source=None,
+                 lines: dict[str, int] | None = None, whole_file: bool = False):
+    """Validate a settings mapping against its task's schema and return the config object.
+
+    ``settings`` may use another tool's spelling (the task's tables in ``spelling_tables``); ``lines``
+    gives the line of each dotted key for messages; ``whole_file`` says every section of it is in
+    that tool's spelling (its own YAML file).
+    """
     from bioloop.tasks import get_task_config
 
     overrides = tuple(overrides)
@@ -235,13 +289,22 @@ def build_config(settings: dict[str, Any], *, where: str, base: Path, overrides:
         if text.split("=", 1)[0].strip() == "task" and "=" in text:
             task_name = _literal(text.split("=", 1)[1])
     schema = get_task_config(task_name, where=where)
-    unwrap = getattr(schema, "unwrap_settings", None)
-    if callable(unwrap):  # another tool's spelling first, so -s overrides land on the names they use
-        settings = unwrap(settings)
-    problems = apply_overrides(schema, settings, overrides)
+    translation, overrides = _spelled(schema, settings, overrides, where=where, lines=lines, whole_file=whole_file)
+    names: dict[str, str] = {}
+    problems: list[str] = []
+    if translation is not None:
+        settings, names = dict(translation.values), translation.names
+        problems.extend(translation.problems)
+    if whole_file and (translation is None or translation.tool is None) and not problems:
+        tools = ", ".join(t.tool for t in (schema.spelling_tables()[0] if hasattr(schema, "spelling_tables") else ()))
+        problems.append(f"{where}: not recognised as a {tools or 'known tool'}'s config file (none of their "
+                        "identifying keys is present); write a bioloop Python config (`bioloop init`)")
+    problems.extend(apply_overrides(schema, settings, overrides))
     if source is not None:
-        source = attrs.evolve(source, given=tuple(settings))
-    cfg, more = structure_section(schema, settings, where=where)
+        source = attrs.evolve(source, given=tuple(settings),
+                              spelling=translation.tool if translation is not None else None,
+                              notes=translation.notes if translation is not None else ())
+    cfg, more = structure_section(schema, settings, where=where, names=names)
     problems.extend(more)
     if problems:
         raise ConfigError.many(sorted(set(problems), key=problems.index))
@@ -249,19 +312,72 @@ def build_config(settings: dict[str, Any], *, where: str, base: Path, overrides:
     return attrs.evolve(cfg, source=source)
 
 
-def load_config(path, overrides: Iterable[str] = ()):
-    """Run a config file and return its validated settings (``cfg.source`` tells where from)."""
-    path = Path(path)
-    namespace = run_config_file(path)
+def _task_of_yaml(data: dict, path: Path) -> str:
+    """The task whose tools' spelling a YAML file uses (its ``task`` key, else told by its keys)."""
+    from bioloop.tasks import TASKS, get_task_config
+
+    if "task" in data:
+        return data["task"]
+    scores = []
+    for name in TASKS:
+        schema = get_task_config(name, where=str(path))
+        tables = schema.spelling_tables()[0] if hasattr(schema, "spelling_tables") else ()
+        for table in tables:
+            evidence = table.evidence(data)
+            if evidence:
+                scores.append((len(evidence), name, table.tool))
+    scores.sort(reverse=True)
+    if not scores:
+        raise ConfigError.at(str(path), "not recognised as a Lightning Pose, DeepLabCut or DREEM/GTR config",
+                             got=sorted(data)[:8], fix="add `task: pose` or `task: tracking`, or write a bioloop "
+                             "Python config (`bioloop init`)")
+    if len(scores) > 1 and scores[0][0] == scores[1][0] and scores[0][1] != scores[1][1]:
+        raise ConfigError.at(str(path), f"reads as both a {scores[0][2]} and a {scores[1][2]} config",
+                             fix="add `task: pose` or `task: tracking`")
+    return scores[0][1]
+
+
+def load_settings(path, overrides: Iterable[str] = ()):
+    """(settings mapping, lines, whole_file, task name) of a config file, before validation."""
+    from bioloop.config.sources import YAML_SUFFIXES, python_lines, read_yaml
     from bioloop.tasks import get_task_config
 
-    task_name = namespace.get("task", "segmentation")
+    path = Path(path)
+    if path.suffix.lower() in YAML_SUFFIXES:
+        if not path.is_file():
+            raise ConfigError.at(str(path), "config file not found", fix="check the path")
+        data, lines = read_yaml(path)
+        task_name = _task_of_yaml(data, path)
+        settings = {"task": task_name, **data}
+        whole_file = True
+    else:
+        namespace = run_config_file(path)
+        task_name = namespace.get("task", "segmentation")
+        lines, whole_file = python_lines(path), False
+        settings = None
     for text in overrides:
         if text.split("=", 1)[0].strip() == "task" and "=" in text:
             task_name = _literal(text.split("=", 1)[1])
-    schema = get_task_config(task_name, where=f"{path}: task")
-    known = {f.name for f in user_fields(schema)}
-    settings = public_settings(namespace, known)
+    if settings is None:
+        schema = get_task_config(task_name, where=f"{path}: task")
+        known = {f.name for f in user_fields(schema)}
+        settings = public_settings(namespace, known)
+    return settings, lines, whole_file, task_name
+
+
+def load_config(path, overrides: Iterable[str] = (), *, echo=None):
+    """Read a config file (bioloop's Python, or another tool's YAML) and return its validated settings.
+
+    ``cfg.source`` tells where it came from; notes about another tool's keys (what bioloop does
+    differently) go to ``echo`` (stderr by default), one line each.
+    """
+    path = Path(path)
+    settings, lines, whole_file, _ = load_settings(path, overrides)
     digest = hashlib.sha256(path.read_bytes() + "\n".join(overrides).encode()).hexdigest()
     source = ConfigSource(path=path.resolve(), sha256=digest, overrides=tuple(overrides))
-    return build_config(settings, where=str(path), base=path.resolve().parent, overrides=overrides, source=source)
+    cfg = build_config(settings, where=str(path), base=path.resolve().parent, overrides=overrides, source=source,
+                       lines=lines, whole_file=whole_file)
+    say = echo or (lambda message: print(message, file=sys.stderr))
+    for note in cfg.source.notes:
+        say(f"note: {note}")
+    return cfg

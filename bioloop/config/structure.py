@@ -225,61 +225,80 @@ def structure_value(value: Any, tp: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
-def structure_section(cls, values: Any, *, where: str, prefix: str = "") -> tuple[Any, list[str]]:
+def structure_section(cls, values: Any, *, where: str, prefix: str = "",
+                      names: dict[str, str] | None = None) -> tuple[Any, list[str]]:
     """Build ``cls`` from a mapping (or accept an instance); return (object or None, problems).
 
     Each problem reads ``<where>: <prefix><key>: <what>``; all are collected before returning.
+    ``names`` maps bioloop keys to what the user wrote (another tool's key, its line), which the
+    messages show instead. Cross-field checks run even when some fields are wrong (those fields
+    take their defaults for the check, and checks about them are left out).
     """
+    from bioloop.config.spellings import display
+
+    names = names or {}
+
+    def show(key: str) -> str:
+        return display(names, f"{prefix}{key}")
+
     if isinstance(values, cls):
         return values, []
     unwrap = getattr(cls, "unwrap_settings", None)
     if callable(unwrap):  # a section may accept another spelling of itself (e.g. {name: {...}})
         values = unwrap(values)
-    label = f"{where}: {prefix.rstrip('.')}" if prefix else where
+    label = f"{where}: {display(names, prefix.rstrip('.'))}" if prefix else where
     if not isinstance(values, dict):
         return None, [f"{label}: expected a {cls.__name__} or a dict, got {_describe(values)}"]
     fields = {f.name: f for f in user_fields(cls)}
     types = field_types(cls)
     problems: list[str] = []
     kwargs: dict[str, Any] = {}
+    failed: set[str] = set()
     for key, value in values.items():
         if not isinstance(key, str) or key not in fields:
             hint = did_you_mean(str(key), fields) or (
                 "; name helper variables with a leading '_'" if not prefix else
                 f"; known keys: {', '.join(fields)}")
-            problems.append(f"{where}: unknown setting '{prefix}{key}'{hint}")
+            problems.append(f"{where}: unknown setting '{show(key)}'{hint}")
             continue
         field = fields[key]
         tp = types[key]
         section = section_type(tp)
         try:
             if section is not None and isinstance(value, dict):
-                obj, sub = structure_section(section, value, where=where, prefix=f"{prefix}{key}.")
+                obj, sub = structure_section(section, value, where=where, prefix=f"{prefix}{key}.", names=names)
                 if sub:
                     problems.extend(sub)
+                    failed.add(key)
                     continue
                 converted = obj
             else:
                 converted = structure_value(value, tp)
         except ValueError as exc:
-            problems.append(f"{where}: {prefix}{key}: {exc}")
+            problems.append(f"{where}: {show(key)}: {exc}")
+            failed.add(key)
             continue
         if field.validator is not None:
             try:
                 field.validator(None, field, converted)
             except (ValueError, TypeError) as exc:
-                problems.append(f"{where}: {prefix}{key}: {_validator_message(exc, converted)}")
+                problems.append(f"{where}: {show(key)}: {_validator_message(exc, converted)}")
+                failed.add(key)
                 continue
         kwargs[key] = converted
-    if problems:
-        return None, problems
     try:
         obj = cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        return None, [f"{label}: {exc}"]
+        return None, problems or [f"{label}: {exc}"]
     check = getattr(obj, "check", None)
     if callable(check):
-        problems.extend(f"{where}: {prefix}{msg}" for msg in check())
+        for msg in check():
+            key, sep, rest = msg.partition(":")
+            if sep and " " not in key:
+                if key.split(".")[0] in failed:
+                    continue  # about a field already reported: its default stood in for the check
+                msg = f"{show(key)}:{rest}"
+            problems.append(f"{where}: {msg}" if not prefix or sep and " " not in key else f"{where}: {prefix}{msg}")
     return (None if problems else obj), problems
 
 

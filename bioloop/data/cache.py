@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import attrs
 import numpy as np
 
 from bioloop.data.ngff import Volume
@@ -90,10 +91,23 @@ def volume_shape(volume) -> tuple[int, ...]:
     return tuple(volume.shape)
 
 
-def in_memory(volume, start, data: np.ndarray) -> Volume:
+@attrs.frozen
+class HeldVolume(Volume):
+    """A Volume whose array is in memory: a read inside the array returns a read-only view (no copy)."""
+
+    def read(self, start_vox: Sequence[int], shape_vox: Sequence[int], fill: float = 0) -> np.ndarray:
+        start, shape = self._full_box(start_vox, shape_vox)
+        if all(0 <= b and b + n <= size for b, n, size in zip(start, shape, self.array.shape)):
+            view = self.array[tuple(slice(b, b + n) for b, n in zip(start, shape))]
+            view.flags.writeable = False
+            return view
+        return super().read(start_vox, shape_vox, fill)
+
+
+def in_memory(volume, start, data: np.ndarray) -> HeldVolume:
     """The region of ``volume`` starting at spatial voxel ``start`` as an in-memory Volume."""
-    return Volume(data, tuple(volume.scale), tuple(volume.voxel_to_world(start)), tuple(volume.axes),
-                  volume.path, tuple(volume.spatial_dims))
+    return HeldVolume(data, tuple(volume.scale), tuple(volume.voxel_to_world(start)), tuple(volume.axes),
+                      volume.path, tuple(volume.spatial_dims))
 
 
 class ChunkCache:

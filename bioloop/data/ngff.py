@@ -311,12 +311,27 @@ def create_volume(path: str | os.PathLike, shape: Sequence[int], dtype, *, scale
                   translation: Sequence[float] | None = None, axes: Sequence[str] = ("z", "y", "x"),
                   chunks: Sequence[int] | None = None, fill_value=0, zarr_format: int = 3,
                   overwrite: bool = False, attributes: dict | None = None, level_name: str = "s0",
-                  storage_options: dict | None = None):
-    """Create an OME-NGFF group with one level and return that (empty) zarr array for writing."""
+                  storage_options: dict | None = None, image_label: dict | None = None):
+    """Create an OME-NGFF group with one level and return that (empty) zarr array for writing.
+
+    ``image_label`` (e.g. ``{}`` or ``{"colors": [...]}``) marks the image as a label image: OME-NGFF
+    ``image-label`` metadata, with the version of the group's format."""
     group, arrays = _create_group(path, [tuple(int(n) for n in shape)], dtype, scale, translation, axes,
                                   chunks, fill_value, zarr_format, overwrite, attributes, [level_name],
-                                  storage_options)
+                                  storage_options, image_label)
     return arrays[0]
+
+
+def write_labels_list(path: str | os.PathLike, names: Sequence[str], *, zarr_format: int = 3,
+                      storage_options: dict | None = None) -> None:
+    """Make the group at ``path`` an OME-NGFF labels group listing its label images ``names`` (relative)."""
+    path = str(path)
+    remote = {"storage_options": storage_options} if _URL.match(path) and storage_options else {}
+    group = zarr.open_group(path, mode="a", zarr_format=zarr_format, **remote)
+    if zarr_format == 2:
+        group.attrs.update({"labels": list(names)})
+    else:
+        group.attrs.update({"ome": {"version": "0.5", "labels": list(names)}})
 
 
 def write_volume(path: str | os.PathLike, data: np.ndarray, *, scale: Sequence[float],
@@ -374,7 +389,7 @@ def _downsample(data: np.ndarray, spatial: list[int], labels: bool) -> np.ndarra
 
 
 def _create_group(path, shapes, dtype, scale, translation, axes, chunks, fill_value, zarr_format, overwrite,
-                  attributes, names, storage_options=None):
+                  attributes, names, storage_options=None, image_label=None):
     path, axes = str(path), tuple(axes)
     if zarr_format not in (2, 3):
         raise DataError.at(path, "zarr_format must be 2 or 3", got=zarr_format)
@@ -395,8 +410,12 @@ def _create_group(path, shapes, dtype, scale, translation, axes, chunks, fill_va
     ms = {"name": os.path.basename(path.rstrip("/")), "axes": [_axis_meta(a) for a in axes], "datasets": datasets}
     if zarr_format == 2:
         meta = {"multiscales": [{"version": "0.4", **ms}]}
+        if image_label is not None:
+            meta["image-label"] = {"version": "0.4", **image_label}
     else:
         meta = {"ome": {"version": "0.5", "multiscales": [ms]}}
+        if image_label is not None:
+            meta["ome"]["image-label"] = dict(image_label)
     _make_parents(path, zarr_format)
     try:
         remote = {"storage_options": storage_options} if _URL.match(path) and storage_options else {}

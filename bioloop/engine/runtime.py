@@ -31,6 +31,13 @@ class Runtime:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def describe(self) -> dict:
+        """Where this process runs: rank, node (torchrun's GROUP_RANK), local rank, host, device."""
+        import socket
+
+        return {"rank": self.rank, "node_rank": int(os.environ.get("GROUP_RANK", "0")), "local_rank": self.local_rank,
+                "host": socket.gethostname(), "device": str(self.device)}
+
     @property
     def amp_dtype(self):
         return {"bf16": torch.bfloat16, "16": torch.float16}.get(self.precision)

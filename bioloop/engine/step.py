@@ -31,4 +31,5 @@ def wrap_for_training(step: TrainingStep, runtime) -> torch.nn.Module:
     if not runtime.distributed:
         return step
     ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(step, device_ids=ids)
+    return torch.nn.parallel.DistributedDataParallel(
+        step, device_ids=ids, find_unused_parameters=step._task.find_unused_parameters)

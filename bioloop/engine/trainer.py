@@ -89,13 +89,14 @@ class Trainer:
             cfg.run_dir, enabled=rt.is_main, tensorboard=cfg.logger.tensorboard, wandb=cfg.logger.wandb,
             run_name=cfg.model_name, where=self.where,
         )
+        processes = all_gather_objects(rt, rt.describe())  # every rank takes part; rank 0 writes
         if rt.is_main:
             write_run_records(
                 cfg.run_dir,
                 config_path=cfg.source.path if cfg.source else None,
                 resolved=to_plain(cfg),
                 extra={
-                    "task": cfg.task, "world_size": rt.world_size, "device": str(rt.device),
+                    "task": cfg.task, "world_size": rt.world_size, "device": str(rt.device), "processes": processes,
                     "precision": rt.precision, "resumed_from": str(self.resumed_from) if self.resumed_from else None,
                     "overrides": list(cfg.source.overrides) if cfg.source else [],
                 },
@@ -335,6 +336,8 @@ class Trainer:
 def _summary(metrics: dict[str, float], key: str) -> str:
     shown = {k: v for k, v in metrics.items() if "/" not in k}
     text = ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
+    if key in metrics and key not in shown:  # e.g. pose's pixel_error/mean: show its own value
+        text += f", {key}={metrics[key]:.4g}"
     return text + (f" (key metric {key})" if key in metrics else "")
 
 

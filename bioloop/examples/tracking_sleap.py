@@ -98,7 +98,7 @@ early_stopping = {"monitor": "val_loss", "min_delta": 0.01, "patience": 10, "mod
 
 # --- checkpoints, logs, a look at the data first -------------------------------------------
 checkpointing = {"monitor": ["val_loss", "val_num_switches"], "dirpath": "runs/checkpoints/tracking_sleap",
-                 "save_top_k": 2, "every_n_epochs": 1}
+                 "save_top_k": 1, "every_n_epochs": 1}  # best per metric + the newest
 logging = {"logger_type": "TensorBoardLogger", "save_dir": "runs/logs/tracking_sleap"}
 model_name = "tracking_sleap"
 view_batch = {"enable": False, "num_frames": 4, "no_train": False}  # or: bioloop view-batch my_config.py

@@ -45,12 +45,17 @@ class Task(abc.ABC):
     name: str = ""
     Config: type = None  # the attrs schema of the task's settings
     default_key_metric: str = "loss"
+    # True when a training step may leave some model parameters without a gradient: DDP then walks
+    # the autograd graph after each forward to find them (a small cost), instead of failing with
+    # "Expected to have finished reduction in the prior iteration"
+    find_unused_parameters: bool = False
 
     # every method the engine, api.py and cli.py may call on a task
     HOOKS: tuple[str, ...] = (
         "metric_mode", "build_model", "build_loss", "build_datasets", "parameter_groups", "collate",
         "before_training", "training_step", "before_optimizer_step", "validation_step", "reduce_validation",
         "figures", "checkpoint_extras", "after_training", "predict", "evaluate", "process", "view_batch",
+        "check_config",
     )
 
     def __init_subclass__(cls, **kwargs):
@@ -130,6 +135,12 @@ class Task(abc.ABC):
     def checkpoint_extras(self, cfg) -> dict[str, Any]:
         """Plain data stored with each checkpoint that prediction needs (default: nothing)."""
         return {}
+
+    def check_config(self, cfg) -> list[str]:
+        """What training start would refuse, checked cheaply for `bioloop config check`: input files exist,
+        the model can be built (on the meta device, no weights read or downloaded). One house-format
+        message per problem (default: nothing to check beyond the schema)."""
+        return []
 
     def after_training(self, cfg, result: dict[str, Any], *, quiet: bool = False) -> dict[str, Any]:
         """On the main process once training ends (e.g. predict test videos with the best checkpoint).

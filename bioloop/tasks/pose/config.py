@@ -1,14 +1,9 @@
 """Settings of the pose task (Lightning Pose names, flattened; DeepLabCut 3 sections where they nest).
 
-Groundwork for issue 4: the schema is complete enough to validate configs, but the task is not
-registered yet (``bioloop.tasks.PLANNED`` still lists "pose"). Lightning Pose's nested YAML maps
-as follows: ``data.*`` and ``training.*`` become flat settings (``training.train_batch_size`` ->
-``batch_size``, ``max_epochs`` -> ``epochs``, ``check_val_every_n_epoch`` -> ``validate_every``,
-``ckpt_every_n_epochs`` -> ``save_every_n_epochs``, ``accumulate_grad_batches`` ->
-``gradient_accumulation_steps``); ``model.*`` flat (``model.model_type`` -> ``model_type``);
-``losses``, ``dali`` and ``eval`` stay sections. DeepLabCut's ``runner`` maps to the engine's
-shared settings (``key_metric``, ``validate_every``, ``max_snapshots``, ``save_every_n_epochs``,
-``load_model``), its ``model`` section to ``pose_model`` and its ``detector`` to ``detector``.
+Lightning Pose's nested ``config.yaml`` and DeepLabCut 3's ``pytorch_config.yaml`` sections map onto
+these flat settings through the tables in ``bioloop/tasks/pose/spellings.py`` (``training.max_epochs``
+-> ``epochs``, DeepLabCut's ``model`` -> ``pose_model``, ...); DeepLabCut's nested ``detector``
+section is read by ``DetectorSettings.unwrap_settings``.
 """
 
 from __future__ import annotations
@@ -23,15 +18,6 @@ from bioloop.config.schema import TrainingConfig, setting
 UNSUPERVISED_LOSSES = ("temporal", "pca_singleview", "pca_multiview")
 DETECTORS = ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn",
              "fasterrcnn_resnet50_fpn_v2", "ssdlite320_mobilenet_v3_large")
-
-
-_RUNNER_KEYS = {"key_metric": "key_metric", "key_metric_asc": "key_metric_mode", "eval_interval": "validate_every",
-                "optimizer": "optimizer", "scheduler": "scheduler", "load_scheduler_state_dict": "load_scheduler_state_dict",
-                "snapshots.max_snapshots": "max_snapshots", "snapshots.save_epochs": "save_every_n_epochs"}
-_TRAIN_SETTINGS_KEYS = {"batch_size": "batch_size", "epochs": "epochs", "seed": "random_seed",
-                        "dataloader_workers": "num_workers", "display_iters": "logger.log_every_n_steps"}
-_DLC_METRICS = {"test.mAP": "oks_map", "test.rmse": "rmse/mean", "test.rmse_pcutoff": "rmse/mean",
-                "test.mAR": "oks_map"}
 
 
 @attrs.frozen(kw_only=True)
@@ -262,46 +248,11 @@ class PoseConfig(TrainingConfig):
     detector: DetectorSettings | None = setting(None, "detector section, required for method='td'")
 
     @staticmethod
-    def unwrap_settings(values):
-        """Accept DeepLabCut 3's ``runner``, ``train_settings``, ``resume_training_from`` and ``model``
-        sections, mapped onto the engine's settings (see the module docstring); keys we do not map
-        stay behind as ``runner.<key>`` so the loader reports them instead of dropping them."""
-        if not isinstance(values, dict):
-            return values
-        values = dict(values)
-        if isinstance(values.get("model"), dict):  # a DLC model section, not a ready module
-            values["pose_model"] = values.pop("model")
-        if "resume_training_from" in values:
-            values["load_model"] = values.pop("resume_training_from")
-        for section, mapping in (("runner", _RUNNER_KEYS), ("train_settings", _TRAIN_SETTINGS_KEYS)):
-            given = values.pop(section, None)
-            if given is None:
-                continue
-            if not isinstance(given, dict):
-                values[section] = given  # reported as an unknown setting
-                continue
-            given = dict(given)
-            if section == "runner":
-                if given.get("type") in ("PoseTrainingRunner", None):
-                    given.pop("type", None)
-                given.update({f"snapshots.{k}": v for k, v in dict(given.pop("snapshots", None) or {}).items()})
-                if given.get("snapshots.save_optimizer_state") is True:
-                    given.pop("snapshots.save_optimizer_state")  # bioloop always keeps it (exact resume)
-            if given.get("dataloader_pin_memory") is True:
-                given.pop("dataloader_pin_memory")  # pinned automatically when training on CUDA
-            for key, value in given.items():
-                target = mapping.get(key)
-                if target is None:
-                    values[f"{section}.{key}"] = value
-                elif target == "key_metric":
-                    values[target] = _DLC_METRICS.get(value, value)
-                elif target == "key_metric_mode":
-                    values[target] = "max" if value else "min"
-                elif target == "logger.log_every_n_steps":
-                    values["logger"] = {**dict(values.get("logger") or {}), "log_every_n_steps": value}
-                else:
-                    values[target] = value
-        return values
+    def spelling_tables():
+        """Lightning Pose's and DeepLabCut's spellings (``bioloop/tasks/pose/spellings.py``)."""
+        from bioloop.tasks.pose import spellings
+
+        return spellings.TABLES, spellings.AMBIGUOUS
 
     def check(self) -> list[str]:
         problems = super().check()

@@ -11,16 +11,15 @@ Temporal context models (``heatmap_mhcrnn``) get windows t-2..t+2: neighbouring 
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bioloop.data.prefetch import prefetch  # re-exported: the reader every prediction shares
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
 
@@ -49,61 +48,6 @@ def is_context_model(model, extras: dict | None = None) -> bool:
 
     net = getattr(model, "module", model)  # DistributedDataParallel
     return isinstance(net, HeatmapMHCRNN) or (extras or {}).get("model_type") == "heatmap_mhcrnn"
-
-
-_END = object()
-
-
-class _Failure:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-def prefetch(items: Iterable, depth: int = 2) -> Iterator:
-    """Iterate ``items`` on a background thread, at most ``depth`` items ahead, in order.
-
-    An exception raised while producing an item is raised here, at that item. Closing the
-    returned generator early stops the thread (and closes ``items`` if it is a generator).
-    """
-    slots: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        iterator = iter(items)
-        try:
-            for item in iterator:
-                if not put(item):
-                    return
-            put(_END)
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            put(_Failure(error))
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=work, name="bioloop-pose-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = slots.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _read_image(path) -> np.ndarray:

@@ -135,6 +135,19 @@ class PoseTask(Task):
             train = WithUnlabeled(train, clips)
         return train, val
 
+    def before_training(self, cfg, train_set, logger, say) -> bool:
+        """Warn about a split that cannot keep videos apart, on screen and in run.json (``warnings``)."""
+        note = self._split(cfg, load_labels(cfg)).note
+        if not note:
+            return True
+        message = f"{_where(cfg, 'train_prob')}: warning: {note}"
+        say(message)
+        if getattr(logger, "enabled", True):
+            from bioloop.config.record import update_run_json
+
+            update_run_json(cfg.run_dir, warnings=[message])
+        return True
+
     # ------------------------------------------------------------ steps
     @staticmethod
     def _core(model):
@@ -178,7 +191,8 @@ class PoseTask(Task):
         if loss_fn is None or "unlabeled" not in batch:
             loss, _ = self._supervised(model, batch, cfg)
             return {"loss": loss}
-        # one forward over labeled and unlabeled frames (two forwards before one backward break DDP)
+        # one forward over labeled and unlabeled frames (one batched pass is faster; DDP wraps the whole
+        # step, so two forwards would work as well)
         images, clips = batch["image"], batch["unlabeled"]
         b, t = clips.shape[:2]
         out = model(torch.cat([images, clips.flatten(0, 1)]))
@@ -286,6 +300,42 @@ class PoseTask(Task):
         ax.set_axis_off()
         return {"keypoints": fig}
 
+    def check_config(self, cfg) -> list[str]:
+        """Labels and images exist, the backbone/head build (meta device; local weights only checked to exist)."""
+        import copy
+        import os
+
+        import attrs
+
+        from bioloop.errors import BioloopError
+        from bioloop.tasks._probe import build_on_meta, missing_files
+
+        where = cfg.source.name if cfg.source else "config"
+        problems = missing_files(where, "labels_file", [labels_path(cfg)])
+        labels = None
+        if not problems:
+            try:
+                labels = load_labels(cfg)
+            except BioloopError as exc:
+                problems.append(str(exc))
+        if labels is not None:
+            images = sorted({p for p in labels.image_paths if p and not os.path.isfile(p)})
+            problems += missing_files(where, "labels_file: labeled images", images)
+        if cfg.video_dir:
+            problems += missing_files(where, "video_dir", [cfg.video_dir], folder=True)
+        probe, spec = cfg, copy.deepcopy(cfg.pose_model)
+        if isinstance(cfg.pretrained, str):
+            problems += missing_files(where, "pretrained", [cfg.pretrained])
+            probe = attrs.evolve(probe, pretrained=False)
+        backbone = spec.get("backbone") if isinstance(spec, dict) else None
+        if isinstance(backbone, dict) and isinstance(backbone.get("pretrained"), str):
+            problems += missing_files(where, "pose_model.backbone.pretrained", [backbone["pretrained"]])
+            backbone["pretrained"] = False
+            probe = attrs.evolve(probe, pose_model=spec)
+        if labels is not None or cfg.keypoint_names or cfg.num_keypoints:
+            problems += build_on_meta(self, probe)
+        return problems
+
     def checkpoint_extras(self, cfg) -> dict[str, Any]:
         names = list(cfg.keypoint_names) if cfg.keypoint_names else list(load_labels(cfg).keypoint_names)
         return {"keypoint_names": names, "image_resize_dims": [cfg.image_resize_dims.height, cfg.image_resize_dims.width],
@@ -297,16 +347,19 @@ class PoseTask(Task):
         with the best checkpoint into ``<run_dir>/video_preds/`` (+ overlay mp4s with
         ``eval.save_vids_after_training``). Top-down configs first train (or resume, or skip when
         finished) the detector into ``<checkpoint folder>/detector/``: ``{"detector_checkpoint": path}``."""
-        from bioloop.api import load_trained_model
+        from bioloop.engine.trained import load_trained_model
         from bioloop.tasks.pose.semi import VIDEO_SUFFIXES
 
         done: dict[str, Any] = {}
+        labels = load_labels(cfg)
+        split = self._split(cfg, labels)
         if cfg.method == "td":
             from bioloop.tasks.pose.td_task import train_config_detector
 
-            labels = load_labels(cfg)
-            path = train_config_detector(cfg, labels, self._split(cfg, labels), quiet=quiet)
+            path = train_config_detector(cfg, labels, split, quiet=quiet)
             done["detector_checkpoint"] = str(path)
+        if len(split["test"]):
+            done["test_scores"] = self._score_test_split(cfg, labels, split["test"], quiet)
         folder = cfg.eval.test_videos_directory
         if not cfg.eval.predict_vids_after_training or not folder:
             return done
@@ -324,15 +377,54 @@ class PoseTask(Task):
                    for v in videos]
         return {**done, "video_predictions": written}
 
+    def _score_test_split(self, cfg, labels, frames, quiet: bool) -> dict[str, float]:
+        """The training checkpoint prediction would use (the best, else the latest) scored on the test
+        frames with validation's metrics; the table is printed and written to ``<run_dir>/test_scores.json``."""
+        import sys
+
+        from torch.utils.data import DataLoader
+
+        from bioloop.engine.runtime import to_device
+        from bioloop.engine.trained import load_trained_model
+        from bioloop.tasks.pose.evaluate import score_table, write_report
+
+        model, _, path = load_trained_model(cfg)
+        if cfg.method == "td":
+            from bioloop.tasks.pose.td_task import crop_hw
+            from bioloop.tasks.pose.topdown import PoseCrops
+
+            dataset = PoseCrops(labels, frames, crop_hw=crop_hw(cfg), box_padding=cfg.detector.box_padding, jitter=0.0)
+        else:
+            from bioloop.tasks.pose.data import PoseFrames
+
+            context = {"context": 2} if cfg.model_type == "heatmap_mhcrnn" else {}
+            dataset = PoseFrames(labels, frames, image_resize_dims=self._dims(cfg), **context)
+        device = next(model.parameters()).device
+        loader = DataLoader(dataset, batch_size=cfg.validation_batch_size or cfg.batch_size,
+                            collate_fn=getattr(self, "collate", None))
+        with torch.no_grad():
+            parts = [self.validation_step(model, to_device(batch, device), None, cfg) for batch in loader]
+        scores = self.reduce_validation(parts, cfg)
+        names = list(cfg.keypoint_names or labels.keypoint_names)
+        table = score_table(scores, names)
+        report = write_report(Path(cfg.run_dir) / "test_scores.json",
+                              {"split": "test", "frames": int(len(frames)), "checkpoint": str(path),
+                               "scores": scores})
+        if not quiet:
+            print(f"test split ({len(frames)} labeled frames, {path.name}):\n{table}\nwritten to {report}",
+                  file=sys.stderr, flush=True)
+        return scores
+
     def predict(self, cfg, model, *, extras, **options):
         from bioloop.tasks.pose.predict import predict_pose
 
         return predict_pose(cfg, model, self, extras=extras, **options)
 
-    def evaluate(self, cfg, *, prediction, truth=None, report=None, **_options) -> dict[str, Any]:
+    def evaluate(self, cfg, *, prediction, truth=None, report=None, split=None, **_options) -> dict[str, Any]:
         from bioloop.tasks.pose.evaluate import evaluate_pose
 
-        return evaluate_pose(cfg, prediction=prediction, truth=truth or str(labels_path(cfg)), report=report)
+        return evaluate_pose(cfg, prediction=prediction, truth=truth or str(labels_path(cfg)), report=report,
+                             split=split)
 
 
 TASK = PoseTask()

@@ -9,6 +9,7 @@ import attrs
 from bioloop.config import validators as v
 from bioloop.config.schema import TrainingConfig, setting
 from bioloop.tasks.segmentation.process import ProcessConfig
+from bioloop.tasks.segmentation.targets import InstanceTargets
 
 
 
@@ -89,6 +90,10 @@ class SegmentationConfig(TrainingConfig):
                      "'binary' = one mask (0/1 or 0/255, e.g. Allen _GT files), > 0 is the (single) class")
     class_ids: dict[str, int] | None = setting(
         None, "label value of each class for label_layout='class_ids'; None means classes[i] -> i + 1")
+    instance_targets: InstanceTargets | None = setting(
+        None, "train on targets derived from instance labels (label_layout='instances'), so touching objects "
+              "separate: {'kind': 'boundaries' | 'affinities' | 'distance', 'offsets': [...], ...}; "
+              "`bioloop process` turns the predicted channels into instances; None trains the class mask")
     weighted_sampler: bool = setting(False, "draw training crops class-balanced (rare classes as often as common ones)")
     patch_per_buffer: int | None = setting(
         None, "Allen PatchPerBuffer: train from a buffer of this many pre-cut patches; None cuts a fresh patch "
@@ -108,6 +113,9 @@ class SegmentationConfig(TrainingConfig):
         factory=_default_transforms,
         doc="training augmentation: {'mirror': {'axes': {'x': p, ...}}, 'transpose': {'axes': ['x', 'y']}}; None disables",
     )
+    augment_on_device: bool = setting(
+        False, "apply spatial_transforms and intensity_transforms to the whole batch on the training device (GPU) "
+               "instead of per patch in the DataLoader; same random draws, so the same distribution")
     normalization: str | dict[str, Any] = setting(
         "dtype", "input scaling, recorded in the checkpoint so predict repeats it: 'dtype' (integers to [0, 1] by "
                  "dtype range), 'none', {'mode': 'minmax', 'min': a, 'max': b}, {'mode': 'zscore', 'mean': m, "
@@ -115,6 +123,9 @@ class SegmentationConfig(TrainingConfig):
     threshold: float = setting(0.5, "probability above which a voxel counts as the class (metrics, evaluate)",
                                validator=v.between(0.0, 1.0))
     storage_options: dict[str, Any] = setting(factory=dict, doc="fsspec options for remote paths (s3://)")
+    output_zarr_format: Literal[2, 3] = setting(
+        3, "zarr format of what predict and process write: 3 = OME-NGFF 0.5; 2 = OME-NGFF 0.4, for viewers and "
+           "pipelines that do not read 0.5 yet")
     cache_bytes: int | None = setting(
         None, "bytes of crop data (labels, cost maps, raw around each crop) held in memory, read once at start-up; "
               "beyond it the rest is read in storage-chunk blocks through an LRU cache; None = a quarter of RAM",
@@ -141,11 +152,19 @@ class SegmentationConfig(TrainingConfig):
         if self.label_layout in ("instances", "binary") and len(self.classes) != 1:
             problems.append(f"label_layout: '{self.label_layout}' labels one class; classes has {len(self.classes)} "
                             f"({list(self.classes)}); use 'class_ids' or 'per_class' for several")
+        problems.extend(self._check_instance_targets())
         from bioloop.errors import ConfigError
         from bioloop.tasks.segmentation import transforms as T
 
         problems.extend(T.check_spatial_transforms(self.spatial_transforms))
         problems.extend(T.check_intensity_transforms(self.intensity_transforms))
+        if self.augment_on_device:
+            clash = [k for k in ("augmentations", "train_raw_value_transforms", "target_value_transforms",
+                                 "instance_targets") if getattr(self, k) is not None]
+            if clash:
+                problems.append(f"augment_on_device: cannot be combined with {', '.join(clash)} (they run in the "
+                                f"DataLoader after augmentation) (got {clash}); set augment_on_device = False "
+                                "or remove them")
         for key in ("train_raw_value_transforms", "val_raw_value_transforms", "target_value_transforms"):
             problems.extend(T.check_value_transform(getattr(self, key), key))
         try:
@@ -154,6 +173,20 @@ class SegmentationConfig(TrainingConfig):
             problems.append(str(exc))
         problems.extend(f"process.{p}" if not p.startswith("process.") else p
                         for p in self.process.check_against(self.classes))
+        return problems
+
+    def _check_instance_targets(self) -> list[str]:
+        targets = self.instance_targets
+        if targets is None:
+            return []
+        problems = [f"instance_targets.{p}" for p in targets.check(self.spatial_dims)]
+        if self.label_layout != "instances":
+            problems.append(f"instance_targets: needs instance labels, label_layout = 'instances' "
+                            f"(got {self.label_layout!r})")
+        rotate = (self.spatial_transforms or {}).get("rotate")
+        if isinstance(rotate, dict) and rotate.get("target_interpolation", "nearest") != "nearest":
+            problems.append("spatial_transforms.rotate.target_interpolation: instance ids must be rotated with "
+                            f"'nearest' when instance_targets is set (got {rotate['target_interpolation']!r})")
         return problems
 
     @property

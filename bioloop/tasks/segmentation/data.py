@@ -55,25 +55,36 @@ class Crop:
     fractions: dict[str, float] = field(default_factory=dict)
     raw_box: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # raw region patches read (cache_crops)
 
-    def read(self, offset, target_shape, input_shape, classes, margin=(0, 0, 0)):
+    def read(self, offset, target_shape, input_shape, classes, margin=(0, 0, 0), ids=False):
         """Raw (input_shape + 2*margin), targets (C, target_shape + 2*margin) and cost map for a patch.
 
         ``offset`` is the patch start in target voxels inside the crop; ``margin`` grows both boxes
-        around the same centre (room for rotation before the centre crop).
+        around the same centre (room for rotation before the centre crop). With ``ids`` the target is
+        the (1, ...) instance ids of the one class, numbered 1..K within the patch (``targets.derive``
+        turns them into training targets after augmentation).
         """
         t_shape = tuple(n + 2 * m for n, m in zip(target_shape, margin))
         t_start = tuple(o - m for o, m in zip(offset, margin))
-        target = np.full((len(classes), *t_shape), np.nan, dtype=np.float32)
-        inside = _inside_mask(t_start, t_shape, self.shape)
+        target = np.empty((1 if ids else len(classes), *t_shape), dtype=np.float32)
+        whole = all(0 <= a and a + n <= e for a, n, e in zip(t_start, t_shape, self.shape))
+        inside = None if whole else _inside_mask(t_start, t_shape, self.shape)
         cache: dict[int, np.ndarray] = {}
         for c, name in enumerate(classes):
             source = self.labels.get(name)
             if source is None:
+                target[c] = np.nan
                 continue
             key = id(source.volume)
             if key not in cache:
                 cache[key] = source.volume.read(t_start, t_shape, fill=0)
-            target[c] = np.where(inside, source.mask(cache[key]).astype(np.float32), np.nan)
+            if ids:
+                from bioloop.tasks.segmentation.targets import compact_ids
+
+                target[0] = compact_ids(cache[key], np.ones(t_shape, bool) if inside is None else inside)
+                break
+            target[c] = source.mask(cache[key])
+            if inside is not None:  # voxels outside the crop are not annotated
+                target[c][~inside] = np.nan
         centre = self.grid.voxel_to_world([o + (n - 1) / 2 for o, n in zip(offset, target_shape)])
         raw_scale = np.asarray(self.raw.scale)
         i_shape = tuple(n + 2 * int(round(m * ts / rs)) if n > 1 else n
@@ -258,6 +269,16 @@ def _squeeze(spatial_dims: int, raw, target, cost):
     return raw[None], target, cost
 
 
+def _derive(cfg, target):
+    """Instance ids (1, *S) -> the derived training targets (C, *S) when instance_targets is set."""
+    if cfg.instance_targets is None:
+        return target
+    from bioloop.tasks.segmentation.targets import derive
+
+    scale = tuple(target_info(cfg).scale)[3 - cfg.spatial_dims:]
+    return derive(target[0], cfg.instance_targets, scale)
+
+
 def _sample(raw, target, cost) -> dict:
     out = {"raw": torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)),
            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))}
@@ -288,6 +309,7 @@ class PatchSource:
             fractions = [crop_fractions(c, cfg.classes) for c in crops]
             self.chooser = WeightedCropChooser(class_weights_for_crops(fractions, list(cfg.classes)))
         self.albumentations = T.AlbumentationsAdapter(cfg.augmentations) if cfg.augmentations is not None else None
+        self.on_device = bool(getattr(cfg, "augment_on_device", False))
 
     def draw(self, rng: np.random.Generator, index: int | None = None) -> dict:
         from bioloop.tasks.segmentation import transforms as T
@@ -299,16 +321,26 @@ class PatchSource:
             index = int(rng.integers(len(self.crops)))
         crop = self.crops[index]
         offset = tuple(int(rng.integers(0, max(1, c - s + 1))) for c, s in zip(crop.shape, self.t_shape))
-        raw, target, cost = crop.read(offset, self.t_shape, self.in_shape, cfg.classes, self.margin)
-        raw, target, cost = T.spatial_augment(raw, target, cfg.spatial_transforms, rng, cost=cost,
-                                              out_shape=self.in_shape, target_out_shape=self.t_shape)
-        raw = self.normalizer(raw)
-        if cfg.intensity_transforms:
-            raw = T.intensity_augment(raw, cfg.intensity_transforms, rng)
+        raw, target, cost = crop.read(offset, self.t_shape, self.in_shape, cfg.classes, self.margin,
+                                      ids=cfg.instance_targets is not None)
+        device_params = None
+        if self.on_device:  # same draws as below; device_augment applies them to the whole batch
+            from bioloop.tasks.segmentation import device_augment
+
+            device_params = device_augment.draw(cfg, rng, self.in_shape, self.t_shape)
+            raw = self.normalizer(raw)
+        else:
+            raw, target, cost = T.spatial_augment(raw, target, cfg.spatial_transforms, rng, cost=cost,
+                                                  out_shape=self.in_shape, target_out_shape=self.t_shape)
+            raw = self.normalizer(raw)
+            if cfg.intensity_transforms:
+                raw = T.intensity_augment(raw, cfg.intensity_transforms, rng)
         if self.albumentations is not None:
             raw, target, cost = self.albumentations(raw, target, cost, rng)
         raw, target, cost = _squeeze(cfg.spatial_dims, raw, target, cost)
-        sample = _sample(raw, target, cost)
+        sample = _sample(raw, _derive(cfg, target), cost)
+        if device_params is not None:
+            sample["augment"] = device_params
         if cfg.train_raw_value_transforms is not None:
             sample["raw"] = T.apply_value_transform(cfg.train_raw_value_transforms, sample["raw"])
         if cfg.target_value_transforms is not None:
@@ -399,9 +431,10 @@ class Tiles(Dataset):
         from bioloop.tasks.segmentation import transforms as T
 
         crop_index, offset = self.tiles[index]
-        raw, target, cost = self.crops[crop_index].read(offset, self.t_shape, self.in_shape, self.cfg.classes)
+        raw, target, cost = self.crops[crop_index].read(offset, self.t_shape, self.in_shape, self.cfg.classes,
+                                                        ids=self.cfg.instance_targets is not None)
         raw, target, cost = _squeeze(self.cfg.spatial_dims, self.normalizer(raw), target, cost)
-        sample = _sample(raw, target, cost)
+        sample = _sample(raw, _derive(self.cfg, target), cost)
         if self.cfg.val_raw_value_transforms is not None:
             sample["raw"] = T.apply_value_transform(self.cfg.val_raw_value_transforms, sample["raw"])
         if self.cfg.target_value_transforms is not None:

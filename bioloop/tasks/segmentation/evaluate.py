@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,15 +47,18 @@ _SEGMENTATION_KEYS = ("voi_split", "voi_merge", "voi", "arand_error", "arand_pre
 
 def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "auto", threshold: float | None = None,
              iou_threshold: float = 0.5, report: str | None = None, crops: str | None = None,
-             show_progress: bool = True) -> dict:
-    """Score ``prediction`` against the crop group ``truth`` (or every validate crop of the datasplit ``crops``)."""
+             figure: str | None = None, raw: str | None = None, show_progress: bool = True) -> dict:
+    """Score ``prediction`` against the crop group ``truth`` (or every validate crop of the datasplit ``crops``).
+
+    ``figure`` writes a PNG of one z-slice of the first crop: raw (``raw``, else the image predict recorded),
+    truth and prediction per class, side by side."""
     if kind not in KINDS:
         raise DataError.at("evaluate", "unknown kind", got=kind, fix=f"use one of {KINDS}")
     threshold = float(cfg.threshold if threshold is None else threshold)
     options = getattr(cfg, "storage_options", None) or None
     classes = list(cfg.classes)
     items = _items(prediction, truth, crops, classes)
-    rows, semantic, instance, connectomics, auto_instance = [], {}, {}, {}, set()
+    rows, semantic, instance, connectomics, auto_instance, panels = [], {}, {}, {}, set(), []
     bar = tqdm(total=len(items) * len(classes), desc="evaluate", unit="class",
                disable=not progress_enabled(not show_progress))
     for crop, truth_group, pred_group, crop_classes in items:
@@ -68,6 +72,10 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
                 continue  # this crop does not annotate the class
             gt, truth_values = found
             row = _score(cfg, gt, truth_values, f"{pred_group}/{name}", name, kind, threshold, iou_threshold, options)
+            shown = row.pop("_shown")
+            if figure and (not panels or panels[0]["crop"] == crop):
+                panels.append({"crop": crop, "name": name, "gt": gt, "truth": truth_values, "prediction": shown,
+                               "path": f"{pred_group}/{name}"})
             if row.pop("_auto_instance"):
                 auto_instance.add(name)
             counts = row.pop("_instance_counts")
@@ -99,6 +107,9 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
               "crops": [item[0] for item in items]}
     if report:
         _write_report(result, Path(report))
+    if figure:
+        _write_figure(Path(figure), panels, scores, kinds, raw, options)
+        result["figure"] = str(figure)
     return result
 
 
@@ -206,6 +217,7 @@ def _score(cfg, gt, truth, pred_path, name, kind, threshold, iou_threshold, opti
     row.update({f"{k}_voxels": v for k, v in sem.items()})
     row["_auto_instance"] = False
     row["_instance_counts"] = None
+    row["_shown"] = values
     if not is_float and kind != "semantic":
         counts = instance_counts(truth, values, voxel_size=gt.scale, iou_threshold=iou_threshold)
         row["_instance_counts"] = counts
@@ -226,6 +238,49 @@ def _instance_row_keys() -> set[str]:
     keys = ("n_truth", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "rq", "sq", "mean_matched_iou", "pq",
             "normalized_hausdorff")
     return {_rename(k) for k in keys} | set(_SEGMENTATION_KEYS)
+
+
+def _write_figure(path: Path, panels, scores, kinds, raw, options) -> None:
+    """The z-slice with the most truth foreground of the first crop, per class: raw, truth, prediction."""
+    from bioloop.data.sources import open_image
+    from bioloop.tasks.segmentation.figures import evaluation_figure
+
+    if not panels:
+        return
+    first = panels[0]
+    z = int(np.argmax((np.asarray(first["truth"]) > 0).reshape(first["truth"].shape[0], -1).sum(axis=1)))
+    raw = raw or _bioloop_attr(first["path"], "raw", options)
+    raw_plane = None
+    if raw:
+        volume = open_image(raw, None, storage_options=options)
+        raw_plane = _on_truth_grid(volume, first["gt"], labels=False, where=str(raw))[z]
+    else:
+        print(f"{path}: no raw image recorded with the prediction; the figure shows truth and prediction only "
+              "(pass --raw IMAGE to add it)", file=sys.stderr, flush=True)
+    shown = []
+    for panel in panels:
+        name = panel["name"]
+        text = (f"F1 {scores[f'f1/{name}']:.3f}  VOI {scores[f'voi/{name}']:.3f}  ARAND {scores[f'arand_error/{name}']:.3f}"
+                if kinds[name] == "instance" else f"IoU {scores[f'iou/{name}']:.3f}")
+        shown.append({"name": name, "z": z, "raw": raw_plane, "truth": np.asarray(panel["truth"])[z],
+                      "prediction": np.asarray(panel["prediction"])[z], "scores": text})
+    fig = evaluation_figure(shown, title=f"crop {first['crop']}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _bioloop_attr(path: str, key: str, options):
+    """A value bioloop wrote into an image's ``bioloop`` attributes (None when absent or unreadable)."""
+    try:
+        import zarr
+
+        group = zarr.open_group(path, mode="r", storage_options=options) if options else zarr.open_group(path, mode="r")
+        return dict(group.attrs).get("bioloop", {}).get(key)
+    except Exception:  # noqa: BLE001 - a plain array or a foreign image carries no bioloop attributes
+        return None
 
 
 def _marked_instance(path: str, options) -> bool:

@@ -139,6 +139,31 @@ class Normalizer:
 
     def __call__(self, raw) -> np.ndarray:
         raw = np.asarray(raw)
+        if self.mode == "dtype" and raw.dtype.kind in "iu" and raw.dtype.itemsize <= 2:
+            # float32 arithmetic gives the float64 result exactly for every 8/16-bit value (checked in tests)
+            info = np.iinfo(raw.dtype)
+            out = raw.astype(np.float32)  # exact; a casting ufunc on a strided view is ~20x slower
+            out -= np.float32(info.min)
+            out /= np.float32(info.max - info.min)
+            return out
+        if raw.dtype.kind in "iu" and raw.dtype.itemsize <= 2 and raw.size > 4 * (1 << (8 * raw.dtype.itemsize)):
+            # 8/16-bit images: one table lookup per voxel instead of float64 arithmetic (same values)
+            index = raw.view(np.dtype(f"u{raw.dtype.itemsize}"))
+            return np.take(self._table(raw.dtype), index)
+        return self._apply(raw)
+
+    def _table(self, dtype: np.dtype) -> np.ndarray:
+        """This normaliser applied to every value of an 8/16-bit dtype, indexed by its unsigned bits."""
+        key = (np.dtype(dtype).str, self.mode, tuple(sorted(self.params.items())))
+        cached = getattr(self, "_tables", None)
+        if cached is None:
+            cached = self._tables = {}
+        if key not in cached:
+            bits = np.arange(1 << (8 * np.dtype(dtype).itemsize), dtype=np.dtype(f"u{np.dtype(dtype).itemsize}"))
+            cached[key] = self._apply(bits.view(dtype))
+        return cached[key]
+
+    def _apply(self, raw: np.ndarray) -> np.ndarray:
         if self.needs_fit:
             raise DataError.at("normalization", f"the {self.mode!r} statistics are not fitted yet",
                                fix="call Normalizer.fit(training raw) before normalising")

@@ -39,6 +39,7 @@ import torch.distributed as dist
 import zarr
 from tqdm.auto import tqdm
 
+from bioloop.data.atomic import atomic_write_text
 from bioloop.data.ngff import Volume, create_volume
 from bioloop.data.sources import open_image, open_native
 from bioloop.engine.progress import progress_enabled
@@ -153,14 +154,14 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
     fingerprint = json.loads(json.dumps({
         "input": _absolute(input), "crops": _absolute(crops), "scale": scale, "classes": classes,
         "regions": [[job.prefix.relative_to(output).as_posix(), job.start, job.shape] for job in jobs],
-        "patch": patch, "block_shape": block, "overlap": overlap, "tta": tta, "orthoplanes": orthoplanes,
+        "zarr_format": int(getattr(cfg, "output_zarr_format", 3)), "patch": patch, "block_shape": block, "overlap": overlap, "tta": tta, "orthoplanes": orthoplanes,
         "activation": activation, "normalization": norm_state, "weights": _digest(model),
         "checkpoint": extras.get("checkpoint"), "step": extras.get("step"), "blocks": len(blocks)}, default=str))
     device = device or next(iter(model.parameters()), torch.empty(0)).device
     runner = _Runner(model.eval(), passes, classes, activation, tta, torch.device(device),
                      batch_size or cfg.validation_batch_size or cfg.batch_size, Normalizer.from_state(norm_state))
     _prepare(output, fingerprint, jobs, classes, scale, _chunk_shape(block), rank=rank, overwrite=overwrite,
-             resume=resume)
+             resume=resume, zarr_format=int(getattr(cfg, "output_zarr_format", 3)))
     done = set(os.listdir(output / _MARKERS))
     mine = [b for b in blocks if b.index % world_size == rank and f"{b.index}.done" not in done]
     bar = tqdm(total=sum(runner.count(b) for b in mine), desc="predict", unit="tile",
@@ -178,7 +179,9 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
 
 def _announce(cfg, classes, scale, patch, checkpoint) -> None:
     """One line per setting the checkpoint overrides: prediction follows the trained model, not the config."""
-    said = {"classes": (list(cfg.classes), classes),
+    from bioloop.tasks.segmentation.targets import output_channels
+
+    said = {"classes": (output_channels(cfg), classes),
             "voxel size (nm)": (tuple(float(s) for s in cfg.input_array_info.scale), tuple(scale)),
             "patch shape": (tuple(int(n) for n in cfg.input_array_info.shape), tuple(patch))}
     for name, (config, trained) in said.items():
@@ -338,12 +341,14 @@ def _block_tiles(block: _Block, k: int, p: _Pass) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- output, markers, resume
 
 
-def _prepare(output: Path, fingerprint, jobs, classes, scale, chunks, *, rank, overwrite, resume) -> None:
+def _prepare(output: Path, fingerprint, jobs, classes, scale, chunks, *, rank, overwrite, resume,
+             zarr_format: int = 3) -> None:
     """Rank 0 checks/creates the output; the other ranks wait for it; every rank opens the arrays."""
     error = None
     if rank == 0:
         try:
-            _create_or_check(output, fingerprint, jobs, classes, scale, chunks, overwrite=overwrite, resume=resume)
+            _create_or_check(output, fingerprint, jobs, classes, scale, chunks, overwrite=overwrite, resume=resume,
+                             zarr_format=zarr_format)
         except DataError as exc:
             error = str(exc)
     if dist.is_available() and dist.is_initialized():
@@ -363,7 +368,8 @@ def _prepare(output: Path, fingerprint, jobs, classes, scale, chunks, *, rank, o
         job.arrays = {name: zarr.open_array(str(job.prefix / name / "s0"), mode="r+") for name in classes}
 
 
-def _create_or_check(output: Path, fingerprint, jobs, classes, scale, chunks, *, overwrite, resume) -> None:
+def _create_or_check(output: Path, fingerprint, jobs, classes, scale, chunks, *, overwrite, resume,
+                     zarr_format: int = 3) -> None:
     exists = DataError.at(str(output), "output already exists", fix="choose another --output or pass --overwrite")
     if output.exists() and overwrite:
         shutil.rmtree(output)
@@ -382,7 +388,9 @@ def _create_or_check(output: Path, fingerprint, jobs, classes, scale, chunks, *,
         translation = job.volume.voxel_to_world(job.start)
         for name in classes:
             create_volume(job.prefix / name, job.shape, "float32", scale=scale, translation=translation,
-                          chunks=chunks, attributes={"bioloop": {"kind": "probability", "class": name}})
+                          chunks=chunks, zarr_format=zarr_format,
+                          attributes={"bioloop": {"kind": "probability", "class": name,
+                                                  "raw": _absolute(job.volume.path)}})
     # written last: its presence tells the other ranks that every array exists
     meta = {"zarr_format": 3, "node_type": "group", "attributes": {"bioloop_predict": fingerprint}}
     _atomic_write(output / _MARKERS / "zarr.json", json.dumps(meta, indent=1))
@@ -396,10 +404,8 @@ def _read_fingerprint(output: Path):
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # markers and metadata: losing one to a power cut only costs recomputing a block, so no fsync
+    atomic_write_text(path, text, fsync=False)
 
 
 def _write_block(block: _Block, probs: np.ndarray, classes) -> None:

@@ -2,7 +2,10 @@
 
 Input ``<input>/<class>`` holds float32 probabilities (written by predict); output
 ``<output>/<class>`` is an OME-NGFF label image with the same voxel size and translation:
-uint8 0/1 for semantic classes, uint32/uint64 ids for instance classes.
+uint8 0/1 for semantic classes, uint32/uint64 ids for instance classes. Instance images carry
+OME-NGFF ``image-label`` metadata and ``<output>`` lists them as a labels group (``labels``), so
+napari (napari-ome-zarr) and other OME-NGFF readers open them as label layers. ``zarr_format`` 3
+writes OME-NGFF 0.5, 2 writes 0.4.
 
 Memory: thresholding and connected components run per block (``block_shape``). Provisional
 per-block labels go to a temporary zarr array on disk; objects crossing block faces are
@@ -32,7 +35,7 @@ from tqdm.auto import tqdm
 
 from bioloop.config import validators as v
 from bioloop.config.schema import setting
-from bioloop.data.ngff import create_volume, open_volume
+from bioloop.data.ngff import create_volume, open_volume, write_labels_list
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import ConfigError, DataError
 
@@ -59,6 +62,20 @@ class ProcessConfig:
         validator=v.each_positive)
     watershed_max_voxels: int = setting(2 ** 27, "largest class volume (voxels) the in-memory watershed accepts",
                                         validator=v.at_least(1))
+    agglomeration: Literal["mutex_watershed", "watershed"] = setting(
+        "mutex_watershed", "instance_targets 'affinities': 'mutex_watershed' (mwatershed, every offset) or "
+                           "'watershed' (seeded, on 1 - the lowest nearest-neighbour affinity)")
+    seed_threshold: float | None = setting(
+        None, "seeded watershed: seeds are regions where the elevation (boundary probability, 1 - affinity, "
+              "1 - distance target) is below this; None = 0.3, for 'distance' 1 - tanh(2.5 / distance_scale)",
+        validator=v.between(0.0, 1.0))
+    mutex_bias: float | list[float] = setting(
+        0.5, "mutex watershed: subtracted from each affinity (one value or one per offset); higher splits more")
+    merge_threshold: float = setting(0.5, "mutex watershed: fragments of neighbouring blocks merge when their mean "
+                                          "affinity across the shared face exceeds this",
+                                     validator=v.between(0.0, 1.0))
+    halo: int = setting(16, "instance targets: voxels of context read on each side of a block (at least the "
+                            "largest affinity offset is used)", validator=v.at_least(0))
     process_func: Any = setting(
         None, "callable(probabilities (z, y, x) float32, class_name, scale) -> integer labels; replaces the "
               "built-in steps and gets the whole class volume in memory")
@@ -107,8 +124,13 @@ class ProcessConfig:
 
 
 def process_volume(cfg_process: ProcessConfig, classes, *, input: str, output: str, overwrite: bool = False,
-                   storage_options: dict | None = None, show_progress: bool = True) -> Path:
-    """Turn ``<input>/<class>`` probabilities into ``<output>/<class>`` masks/instances; returns ``output``."""
+                   storage_options: dict | None = None, show_progress: bool = True,
+                   targets: dict | None = None, zarr_format: int = 3) -> Path:
+    """Turn ``<input>/<class>`` probabilities into ``<output>/<class>`` masks/instances; returns ``output``.
+
+    With ``targets`` (``InstanceTargets.state``) the input holds the predicted target channels of the
+    one class, which ``agglomerate.process_instances`` turns into instances.
+    """
     cfg = cfg_process
     problems = [f"process.{p}" for p in cfg.check()] + cfg.check_against(classes)
     if problems:
@@ -117,6 +139,14 @@ def process_volume(cfg_process: ProcessConfig, classes, *, input: str, output: s
     if os.path.exists(str(output)) and not overwrite:
         raise DataError.at(str(output), "output already exists", fix="choose another --output or pass --overwrite")
     options = storage_options or None
+    if targets is not None and cfg.process_func is None:
+        from bioloop.tasks.segmentation.agglomerate import process_instances
+
+        for name in classes:
+            process_instances(cfg, targets, name, input=input, output=output, overwrite=overwrite,
+                              storage_options=options, show_progress=show_progress, zarr_format=zarr_format)
+        write_labels_list(str(output).rstrip("/"), list(classes), zarr_format=zarr_format, storage_options=options)
+        return output_path
     volumes = {name: open_volume(f"{str(input).rstrip('/')}/{name}", None, storage_options=options)
                for name in classes}
     for name, vol in volumes.items():
@@ -128,14 +158,29 @@ def process_volume(cfg_process: ProcessConfig, classes, *, input: str, output: s
         out = create_volume(f"{str(output).rstrip('/')}/{name}", vol.spatial_shape, dtype, scale=vol.scale,
                             translation=vol.translation, chunks=block, overwrite=overwrite,
                             storage_options=options, attributes={"bioloop": {
-                                "kind": "instance" if instance else "semantic", "class": name}})
+                                "kind": "instance" if instance else "semantic", "class": name,
+                                **_raw_of(f"{str(input).rstrip('/')}/{name}", options)}},
+                            zarr_format=zarr_format, image_label={} if instance else None)
         if cfg.process_func is not None:
             out[...] = _apply_func(cfg, vol, name, dtype)
         elif instance and cfg.watershed:
             out[...] = _watershed(cfg, vol, name, dtype)
         else:
             _blockwise(cfg, vol, name, out, dtype, instance, output_path, show_progress)
+    instances = [name for name in classes if cfg.is_instance(name)]
+    if instances:
+        write_labels_list(str(output).rstrip("/"), instances, zarr_format=zarr_format, storage_options=options)
     return output_path
+
+
+def _raw_of(path: str, options) -> dict:
+    """``{"raw": path}`` when predict recorded which raw image the probabilities come from."""
+    try:
+        group = zarr.open_group(path, mode="r", storage_options=options) if options else zarr.open_group(path, mode="r")
+        raw = dict(group.attrs).get("bioloop", {}).get("raw")
+    except Exception:  # noqa: BLE001 - probabilities from elsewhere carry no record
+        return {}
+    return {"raw": raw} if raw else {}
 
 
 # ----------------------------------------------------------------------------- blockwise labelling

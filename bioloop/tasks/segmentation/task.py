@@ -9,6 +9,7 @@ import torch
 from bioloop.errors import ConfigError
 from bioloop.tasks.base import Task, config_where as _where
 from bioloop.tasks.segmentation.config import SegmentationConfig
+from bioloop.tasks.segmentation.targets import output_channels
 
 
 
@@ -27,10 +28,12 @@ class SegmentationTask(Task):
             return cfg.model
         from bioloop.models import build_model
 
-        kwargs = {"in_channels": 1, "out_channels": len(cfg.classes), **cfg.model_kwargs}
-        if kwargs["out_channels"] != len(cfg.classes):
-            raise ConfigError.at(_where(cfg, "model_kwargs"), f"out_channels must equal the number of classes "
-                                 f"({len(cfg.classes)})", got=kwargs["out_channels"], fix="remove out_channels")
+        channels = output_channels(cfg)
+        kwargs = {"in_channels": 1, "out_channels": len(channels), **cfg.model_kwargs}
+        if kwargs["out_channels"] != len(channels):
+            raise ConfigError.at(_where(cfg, "model_kwargs"), f"out_channels must equal the number of output "
+                                 f"channels ({len(channels)}: {channels})", got=kwargs["out_channels"],
+                                 fix="remove out_channels")
         model = build_model(cfg.model_name, kwargs, where=_where(cfg, "model_name"))
         dims = getattr(model, "dims", None)
         if dims is not None and dims != cfg.spatial_dims:
@@ -69,7 +72,7 @@ class SegmentationTask(Task):
         from bioloop.tasks.segmentation.losses import build_criterion
 
         return build_criterion(cfg.criterion, dict(cfg.criterion_kwargs), where=_where(cfg, "criterion"),
-                               num_classes=len(cfg.classes), has_cost_map=self._has_cost_map)
+                               num_classes=len(output_channels(cfg)), has_cost_map=self._has_cost_map)
 
     _has_cost_map = False
     _normalizer = None
@@ -110,6 +113,10 @@ class SegmentationTask(Task):
         return activation_for(cfg.criterion, dict(cfg.criterion_kwargs))
 
     def training_step(self, model, batch, loss_fn, cfg) -> dict[str, torch.Tensor]:
+        if "augment" in batch:  # augment_on_device: the batch arrives un-augmented with its parameters
+            from bioloop.tasks.segmentation.device_augment import augment_batch
+
+            batch = augment_batch(batch, cfg)
         output = model(batch["raw"])
         return {"loss": _loss(loss_fn, output, batch)}
 
@@ -132,7 +139,7 @@ class SegmentationTask(Task):
         counts = sum(p["counts"] for p in parts)
         n = sum(p["n"] for p in parts)
         metrics = {"loss": sum(p["loss"] * p["n"] for p in parts) / max(n, 1)}
-        metrics.update(scores_from_counts(counts, list(cfg.classes)))
+        metrics.update(scores_from_counts(counts, output_channels(cfg)))
         return metrics
 
     def figures(self, model, batch, cfg) -> dict[str, Any]:
@@ -142,7 +149,7 @@ class SegmentationTask(Task):
         if isinstance(logits, (list, tuple)):
             logits = logits[0]
         probs = _activate(logits.float(), self.activation(cfg))
-        return {"batch": batch_figure(batch["raw"][0], batch["target"][0], probs[0], cfg.classes)}
+        return {"batch": batch_figure(batch["raw"][0], batch["target"][0], probs[0], output_channels(cfg))}
 
     def checkpoint_extras(self, cfg) -> dict[str, Any]:
         from bioloop.tasks.segmentation.data import target_info
@@ -150,7 +157,9 @@ class SegmentationTask(Task):
 
         info, target = cfg.input_array_info, target_info(cfg)
         normalizer = self._normalizer or Normalizer.parse(cfg.normalization, _where(cfg, "normalization"))
-        return {"classes": list(cfg.classes), "normalization": normalizer.state(),
+        targets = cfg.instance_targets
+        return {"classes": output_channels(cfg), "normalization": normalizer.state(),
+                "instance_targets": None if targets is None else targets.state(cfg.spatial_dims),
                 "input_shape": list(info.shape), "input_scale": list(info.scale),
                 "target_shape": list(target.shape), "target_scale": list(target.scale),
                 "spatial_dims": cfg.spatial_dims, "activation": self.activation(cfg)}
@@ -169,7 +178,10 @@ class SegmentationTask(Task):
     def process(self, cfg, **options):
         from bioloop.tasks.segmentation.process import process_volume
 
-        return process_volume(cfg.process, list(cfg.classes), storage_options=cfg.storage_options or None, **options)
+        targets = cfg.instance_targets
+        return process_volume(cfg.process, list(cfg.classes), storage_options=cfg.storage_options or None,
+                              targets=None if targets is None else targets.state(cfg.spatial_dims),
+                              zarr_format=cfg.output_zarr_format, **options)
 
 
 def _loss(loss_fn, output, batch) -> torch.Tensor:

@@ -261,9 +261,7 @@ def spatial_augment(raw, target, spec, rng, cost=None, out_shape=None, target_ou
                                got=(tuple(have), want),
                                fix="grow the source by rotation_margin(out_shape, spec) on each side")
     spec = spec or {}
-    scale = np.ones(3) if scale is None else np.asarray(scale, float)
-    flat = tuple(min(a, b) for a, b in zip(out_shape, t_out))  # an axis is singleton if it is in either box
-    matrix = _rotation_matrix(_rotation_planes(spec, flat), rng, scale) if "rotate" in spec else None
+    matrix, flips, order = draw_spatial(spec, rng, out_shape, t_out, scale)
     if matrix is not None:
         mode = spec["rotate"].get("target_interpolation", "nearest")
         raw = _rotate_raw(raw, matrix, out_shape)
@@ -273,11 +271,30 @@ def spatial_augment(raw, target, spec, rng, cost=None, out_shape=None, target_ou
     else:
         raw, target = _centre_crop(raw, out_shape), _centre_crop(target, t_out)
         cost = None if cost is None else _centre_crop(cost, t_out)
+    for a in flips:
+        raw, target = np.flip(raw, a), np.flip(target, a + 1)
+        cost = None if cost is None else np.flip(cost, a + cost.ndim - 3)
+    if order != [0, 1, 2]:
+        raw, target = np.transpose(raw, order), np.transpose(target, [0] + [o + 1 for o in order])
+        if cost is not None:
+            cost = np.transpose(cost, order if cost.ndim == 3 else [0] + [o + 1 for o in order])
+    return raw, target, cost
+
+
+def draw_spatial(spec, rng, out_shape, t_out, scale=None) -> tuple[np.ndarray | None, list[int], list[int]]:
+    """The random choices of ``spatial_augment``, in the order it makes them: the rotation matrix
+    (None without rotation), the mirrored axes (0=z, 1=y, 2=x) and the axis order after transposing.
+    The on-device path (``device_augment``) draws with this same function, so both paths see the same
+    parameters for the same seed."""
+    spec = spec or {}
+    scale = np.ones(3) if scale is None else np.asarray(scale, float)
+    flat = tuple(min(a, b) for a, b in zip(out_shape, t_out))  # an axis is singleton if it is in either box
+    matrix = _rotation_matrix(_rotation_planes(spec, flat), rng, scale) if "rotate" in spec else None
+    flips = []
     for axis, probability in spec.get("mirror", {}).get("axes", {}).items():
         a = _AXIS[axis]
         if rng.random() < probability and flat[a] > 1:
-            raw, target = np.flip(raw, a), np.flip(target, a + 1)
-            cost = None if cost is None else np.flip(cost, a + cost.ndim - 3)
+            flips.append(a)
     names = [n for n in spec.get("transpose", {}).get("axes", []) if flat[_AXIS[n]] > 1]
     order = list(range(3))
     for size in sorted({(out_shape[_AXIS[n]], t_out[_AXIS[n]]) for n in names}):
@@ -285,11 +302,7 @@ def spatial_augment(raw, target, spec, rng, cost=None, out_shape=None, target_ou
         if len(group) > 1:  # only axes of equal length can swap places
             for a, b in zip(group, rng.permutation(group)):
                 order[a] = int(b)
-    if order != [0, 1, 2]:
-        raw, target = np.transpose(raw, order), np.transpose(target, [0] + [o + 1 for o in order])
-        if cost is not None:
-            cost = np.transpose(cost, order if cost.ndim == 3 else [0] + [o + 1 for o in order])
-    return raw, target, cost
+    return matrix, flips, order
 
 
 # ---------------------------------------------------------------- intensity

@@ -3,15 +3,10 @@
 Every key of the reference's YAML exists. Sections keep their names (``loss``, ``tracker``,
 ``runner``, ``dataset``, ``view_batch``); GTR's ``model`` section is called ``gtr`` here (a
 ``model = {...}`` dict is read as it, since ``model`` is also the engine's "ready module"
-setting). The Lightning-specific sections map onto the engine's shared settings by
-``TrackingConfig.unwrap_settings``: ``optimizer``/``scheduler`` ``{"name": ..., **params}`` ->
-``{"type": ..., "params": ...}``; ``trainer`` (max_epochs, check_val_every_n_epoch,
-gradient_clip_val, accumulate_grad_batches, limit_train_batches, limit_val_batches, precision,
-deterministic, log_every_n_steps, min_epochs), ``dataloader`` (train_dataloader.num_workers/
-batch_size/shuffle, val_dataloader.batch_size), ``logging`` (logger_type, save_dir, name, W&B
-kwargs), ``early_stopping`` (monitor, patience, min_delta, mode) and ``checkpointing`` (monitor,
-dirpath, every_n_epochs, save_top_k). Metric names may carry Lightning's ``val_`` prefix. Keys
-with no meaning here stay behind under their dotted name, so the loader reports them.
+setting). The Lightning-specific sections (``trainer``, ``dataloader``, ``logging``,
+``early_stopping``, ``checkpointing``) and GTR's ``optimizer``/``scheduler`` spelling map onto the
+engine's shared settings through the table in ``bioloop/tasks/tracking/spellings.py``, with
+Lightning's meanings and defaults; a key with no row is reported with its dotted path.
 """
 
 from __future__ import annotations
@@ -223,123 +218,6 @@ class ViewBatch:
     no_train: bool = setting(False, "stop after rendering instead of training")
 
 
-_TRAINER_KEYS = {"max_epochs": "epochs", "check_val_every_n_epoch": "validate_every",
-                 "gradient_clip_val": "max_grad_norm", "accumulate_grad_batches": "gradient_accumulation_steps",
-                 "limit_train_batches": "iterations_per_epoch", "limit_val_batches": "validation_batch_limit",
-                 "precision": "precision", "deterministic": "deterministic",
-                 "log_every_n_steps": "logger.log_every_n_steps", "min_epochs": "early_stopping.min_epochs"}
-_EARLY_KEYS = {"monitor": "metric", "patience": "patience", "min_delta": "min_delta", "mode": "mode",
-               "min_epochs": "min_epochs"}
-
-
-def _metric(name):
-    """Lightning's ``val_num_switches`` is our ``num_switches``."""
-    return name[4:] if isinstance(name, str) and name.startswith("val_") else name
-
-
-def _spec(value):
-    """GTR's ``{"name": "Adam", "lr": 1e-4}`` -> the engine's ``{"type": "Adam", "params": {"lr": 1e-4}}``."""
-    if isinstance(value, dict) and "name" in value and "type" not in value:
-        return {"type": value["name"], "params": {k: val for k, val in value.items() if k != "name"}}
-    return value
-
-
-def _nested(values: dict, key: str, value) -> None:
-    section, sub = key.split(".")
-    values[section] = {**dict(values.get(section) or {}), sub: value}
-
-
-def unwrap_gtr(values):
-    """Map the reference's Lightning sections onto the engine's settings (see the module docstring)."""
-    if not isinstance(values, dict):
-        return values
-    values = dict(values)
-    if isinstance(values.get("model"), dict):
-        values["gtr"] = values.pop("model")
-    if isinstance(values.get("gtr"), dict) and values["gtr"].get("ckpt_path"):
-        values.setdefault("load_model", values["gtr"]["ckpt_path"])
-    for key in ("optimizer", "scheduler"):
-        if key in values:
-            values[key] = _spec(values[key])
-    trainer = values.pop("trainer", None)
-    if isinstance(trainer, dict):
-        for key, value in trainer.items():
-            target = _TRAINER_KEYS.get(key)
-            if target is None:
-                values[f"trainer.{key}"] = value
-            elif "." in target:
-                _nested(values, target, value)
-            else:
-                values[target] = str(value) if target == "precision" else value
-    elif trainer is not None:
-        values["trainer"] = trainer
-    loaders = values.pop("dataloader", None)
-    if isinstance(loaders, dict):
-        for split, kwargs in loaders.items():
-            for key, value in dict(kwargs or {}).items():
-                if split == "train_dataloader" and key in ("num_workers", "batch_size"):
-                    values[key] = value
-                elif split == "train_dataloader" and key == "shuffle" and value is True:
-                    continue  # the engine's sampler always shuffles training clips
-                elif split in ("val_dataloader", "test_dataloader") and key == "batch_size":
-                    values["validation_batch_size"] = value
-                elif split in ("val_dataloader", "test_dataloader") and key == "shuffle" and value is False:
-                    continue
-                elif split in ("val_dataloader", "test_dataloader") and key == "num_workers" \
-                        and value == dict(loaders.get("train_dataloader") or {}).get("num_workers", 0):
-                    continue  # one num_workers serves every split
-                else:
-                    values[f"dataloader.{split}.{key}"] = value
-    elif loaders is not None:
-        values["dataloader"] = loaders
-    logging = values.pop("logging", None)
-    if isinstance(logging, dict):
-        logging = dict(logging)
-        kind = logging.pop("logger_type", "TensorBoardLogger")
-        if "save_dir" in logging:
-            values["logs_save_path"] = logging.pop("save_dir")
-        logging.pop("name", None) if kind != "WandbLogger" else None
-        if kind == "WandbLogger":
-            _nested(values, "logger.wandb", logging)
-        elif kind in ("TensorBoardLogger", "CSVLogger"):  # metrics.csv is always written
-            _nested(values, "logger.tensorboard", kind == "TensorBoardLogger")
-            values.update({f"logging.{k}": val for k, val in logging.items()})
-        else:
-            values["logging.logger_type"] = kind
-    early = values.get("early_stopping")
-    if isinstance(early, dict):
-        mapped = {}
-        for key, value in early.items():
-            if key in ("verbose", "check_finite") and value in (True, False):
-                continue  # the engine always reports why it stops and always refuses NaN losses
-            target = _EARLY_KEYS.get(key)
-            mapped[target or key] = _metric(value) if key == "monitor" else value
-        values["early_stopping"] = mapped
-    checkpointing = values.pop("checkpointing", None)
-    if isinstance(checkpointing, dict):
-        for key, value in checkpointing.items():
-            if key == "monitor":
-                names = [_metric(m) for m in ([value] if isinstance(value, str) else list(value))]
-                values.setdefault("key_metric", names[0])
-                if names[1:]:
-                    values["monitor"] = names[1:]
-            elif key == "dirpath":
-                values["model_save_path"] = f"{value}/{{model_name}}_{{epoch}}.pth"
-            elif key == "every_n_epochs":
-                values["save_every_n_epochs"] = value
-            elif key == "save_top_k":
-                values["max_snapshots"] = value
-            elif key == "save_last" and value is True:
-                continue  # the latest checkpoint is always kept
-            else:
-                values[f"checkpointing.{key}"] = value
-    elif checkpointing is not None:
-        values["checkpointing"] = checkpointing
-    if isinstance(values.get("key_metric"), str):
-        values["key_metric"] = _metric(values["key_metric"])
-    return values
-
-
 @attrs.frozen(kw_only=True)
 class TrackingConfig(TrainingConfig):
     """Multi-object tracking with a global tracking transformer (GTR/DREEM)."""
@@ -352,11 +230,13 @@ class TrackingConfig(TrainingConfig):
     dataset: DatasetSection = setting(factory=DatasetSection, doc="train/val/test datasets")
     view_batch: ViewBatch = setting(factory=ViewBatch, doc="render a batch of crops before training")
 
-    unwrap_settings = staticmethod(unwrap_gtr)
+    @staticmethod
+    def spelling_tables():
+        """Other tools' spellings this task reads (``bioloop/tasks/tracking/spellings.py``)."""
+        from bioloop.tasks.tracking import spellings
 
-    def check(self) -> list[str]:
-        problems = super().check()
-        if self.dataset.train_dataset is None:
-            problems.append("dataset: needs a train_dataset, e.g. dataset = {'train_dataset': {'slp_files': [...], "
-                            "'video_files': [...]}}")
-        return problems
+        return spellings.TABLES, ()
+
+    # ``dataset.train_dataset`` is required where it is used (train, view-batch, predict's crop
+    # settings), not here: `bioloop evaluate` scores two files with a config that has no dataset.
+    TRAIN_DATASET_FIX = "dataset = {'train_dataset': {'slp_files': [...], 'video_files': [...]}}"

@@ -124,7 +124,8 @@ def fix_ctc(src, dst, *, pattern: str | None = None, say=print) -> dict:
     with open(dst / table_name, "w") as f:
         f.writelines(f"{l} {b} {e} {p}\n" for l, b, e, p in sorted(rows.values()))
     for lab, new in report["split"].items():
-        say(f"label {lab} comes back after a gap {len(new)} time(s): new labels {new}, each the child of the one before")
+        say(f"label {lab} comes back after a gap {len(new)} time(s): new labels {new}, "
+            "each the child of the one before")
     if report["unlisted"]:
         say(f"mask labels not in {table_name} added without parent: {report['unlisted']}")
     if report["absent"]:

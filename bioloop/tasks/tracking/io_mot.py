@@ -69,6 +69,9 @@ def read_mot(txt_path, images=None, *, where: str | None = None) -> TrackSequenc
             if len(vals) < 6:
                 raise DataError.at(f"{where}:{i}", "expected 'frame,id,bb_left,bb_top,bb_width,bb_height[,conf,...]'",
                                    got=line, fix="write one box per line, comma-separated")
+            if not all(math.isfinite(v) for v in vals[:6]):
+                raise DataError.at(f"{where}:{i}", "frame, id and box must be finite numbers", got=line,
+                                   fix="write numbers (no NaN or inf) in the first six columns")
             if vals[0] < 1 or vals[0] != int(vals[0]):
                 raise DataError.at(f"{where}:{i}", "frame numbers are integers starting at 1", got=parts[0],
                                    fix="MOTChallenge frames are 1-based")

@@ -23,8 +23,8 @@ from bioloop.errors import ConfigError, DataError
 from bioloop.tasks.tracking.metrics_ctc import ctc_scores, read_ctc_folder
 from bioloop.tasks.tracking.types import Instances
 
-__all__ = ["ctc_scores", "mot_metrics", "mot_metrics_many", "read_ctc_folder", "untracked_count",
-           "with_untracked"]
+__all__ = ["accumulate", "compute_many", "ctc_scores", "mot_metrics", "read_ctc_folder",
+           "untracked_count", "with_untracked"]
 
 DEFAULT_MOT_METRICS = ("num_switches", "num_false_positives", "num_misses", "mota", "idf1")
 
@@ -101,19 +101,26 @@ def _threshold(match: str, threshold: float | None, where: str) -> float:
 
 
 def accumulate(gt: Sequence[Instances], pred: Sequence[Instances], match: str = "iou",
-               threshold: float | None = None, untracked: str = "count", where: str = "metrics"):
-    """A motmetrics ``MOTAccumulator`` of one sequence; frames pair up by ``Instances.frame``."""
+               threshold: float | None = None, untracked: str = "count", where: str = "metrics",
+               distance_fn=None):
+    """A motmetrics ``MOTAccumulator`` of one sequence; frames pair up by ``Instances.frame``.
+
+    ``distance_fn(gt_instances, pred_instances)`` -> (n_gt, n_pred) distances (NaN: no match)
+    replaces ``match``/``threshold`` (e.g. mask overlap of CTC label images)."""
     import motmetrics as mm
 
-    threshold = _threshold(match, threshold, where)
+    if distance_fn is None:
+        threshold = _threshold(match, threshold, where)
+
+        def distance_fn(g, p):
+            return mot_distances(g, p, match, threshold)
     pred = with_untracked(pred, untracked, where)
     g_by, p_by = {f.frame: f for f in gt}, {f.frame: f for f in pred}
     acc = mm.MOTAccumulator(auto_id=False)
     empty = Instances(frame=-1, points=np.zeros((0, 0, 2)), boxes=np.zeros((0, 4)), track_ids=[])
     for t in sorted(set(g_by) | set(p_by)):
         g, p = g_by.get(t, empty), p_by.get(t, empty)
-        acc.update(g.track_ids.tolist(), p.track_ids.tolist(), mot_distances(g, p, match, threshold),
-                   frameid=int(t))
+        acc.update(g.track_ids.tolist(), p.track_ids.tolist(), distance_fn(g, p), frameid=int(t))
     return acc
 
 
@@ -134,19 +141,14 @@ def mot_metrics(gt: Sequence[Instances], pred: Sequence[Instances],
     return {k: (float(v) if np.isscalar(v) else v) for k, v in out.items()}
 
 
-def mot_metrics_many(pairs: Sequence[tuple[Sequence[Instances], Sequence[Instances]]], names: Sequence[str],
-                     metrics: Sequence[str] = DEFAULT_MOT_METRICS, match: str = "iou",
-                     threshold: float | None = None, where: str = "metrics",
-                     untracked: str = "count") -> dict[str, dict[str, float]]:
-    """{sequence name: {metric: value}} for every (gt, pred) pair plus "OVERALL": motmetrics'
-    ``compute_many(..., generate_overall=True)`` (counts summed, ratios recomputed from the sums)."""
+def compute_many(accs, names: Sequence[str], metrics: Sequence[str], where: str = "metrics") -> dict:
+    """motmetrics' ``compute_many(accs, generate_overall=True)`` as {row name: {metric: value}}."""
     import motmetrics as mm
 
     metric_names = _check_names(metrics, where)
     if "OVERALL" in names or len(set(names)) != len(names):
         raise DataError.at(where, "sequence names must be unique and not 'OVERALL'", got=list(names),
                            fix="rename the sequences")
-    accs = [accumulate(g, p, match, threshold, untracked, where) for g, p in pairs]
     frame = mm.metrics.create().compute_many(accs, metrics=metric_names, names=list(names),
                                             generate_overall=True)
     return {str(row): {k: float(frame.loc[row, k]) for k in metric_names} for row in frame.index}

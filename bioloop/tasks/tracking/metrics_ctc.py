@@ -35,7 +35,7 @@ import numpy as np
 
 from bioloop.errors import DataError
 
-__all__ = ["CTC_MEASURES", "ctc_scores", "frame_matches", "read_ctc_folder"]
+__all__ = ["CTC_MEASURES", "ctc_scores", "frame_matches", "overlap_counts", "read_ctc_folder"]
 
 BC_LEVELS = (0, 1, 2, 3)
 CTC_MEASURES = ("DET", "TRA", "LNK", "CT", "TF", *(f"BC({i})" for i in BC_LEVELS), "CCA",
@@ -71,20 +71,29 @@ def _table(tracks) -> np.ndarray:
     return np.zeros((0, 4), np.int64) if tracks is None else np.asarray(tracks, np.int64).reshape(-1, 4)
 
 
+def overlap_counts(gt: np.ndarray, res: np.ndarray):
+    """(GT label, result label, shared pixels) of every overlapping pair of objects, ordered by GT
+    then result label; with the pixel count of every GT and result label (``bincount`` arrays)."""
+    g, r = np.asarray(gt).ravel().astype(np.int64), np.asarray(res).ravel().astype(np.int64)
+    if g.size and (g.min() < 0 or r.min() < 0):
+        raise DataError.at("ctc_scores", "label images have negative labels", got=int(min(g.min(), r.min())),
+                           fix="write labels >= 0 (0 is background)")
+    g_size = np.bincount(g) if g.size else np.zeros(1, np.int64)
+    r_size = np.bincount(r) if r.size else np.zeros(1, np.int64)
+    both = (g > 0) & (r > 0)
+    keys, counts = np.unique(g[both] * len(r_size) + r[both], return_counts=True)
+    return keys // len(r_size), keys % len(r_size), counts, g_size, r_size
+
+
 def frame_matches(gt: np.ndarray, res: np.ndarray):
     """(GT labels, result labels, matched GT labels, their result labels) of one frame.
 
     A pair matches when the result object covers more than half of the GT object; the matched
     arrays are ordered by GT label."""
-    g, r = np.asarray(gt).ravel().astype(np.int64), np.asarray(res).ravel().astype(np.int64)
-    g_labels, r_labels = np.unique(g), np.unique(r)
+    gl, rl, counts, g_size, r_size = overlap_counts(gt, res)
+    g_labels, r_labels = np.flatnonzero(g_size), np.flatnonzero(r_size)
     g_labels, r_labels = g_labels[g_labels > 0], r_labels[r_labels > 0]
-    inside = g > 0
-    if not inside.any() or not len(r_labels):
-        return g_labels, r_labels, np.zeros(0, np.int64), np.zeros(0, np.int64)
-    g_size = np.bincount(g[inside])
-    (gl, rl), counts = np.unique(np.stack([g[inside], r[inside]]), axis=1, return_counts=True)
-    ok = (rl > 0) & (counts * 2 > g_size[gl])
+    ok = counts * 2 > g_size[gl]
     return g_labels, r_labels, gl[ok], rl[ok]
 
 

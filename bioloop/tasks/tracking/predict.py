@@ -57,7 +57,7 @@ def _clips(n: int, length: int) -> list[tuple[int, int, int]]:
 
 
 def _prefetch(items, depth: int = 2):
-    from bioloop.tasks.pose.predict import prefetch
+    from bioloop.data.prefetch import prefetch
 
     return prefetch(items, depth)
 

@@ -173,7 +173,11 @@ def check_in_chans(cfg, settings, sequences, where: str) -> None:
 
 def inference_settings(cfg):
     """The dataset settings prediction crops with: test_dataset, else train_dataset."""
-    return cfg.dataset.test_dataset or cfg.dataset.train_dataset
+    settings = cfg.dataset.test_dataset or cfg.dataset.train_dataset
+    if settings is None:
+        raise ConfigError.at(_where(cfg, "dataset"), "prediction needs the crop settings of a test_dataset or "
+                             "train_dataset", fix=cfg.TRAIN_DATASET_FIX)
+    return settings
 
 
 def gtr_kwargs(cfg) -> dict:
@@ -241,6 +245,9 @@ class TrackingTask(Task):
     name = "tracking"
     Config = TrackingConfig
     default_key_metric = "loss"
+    # the transformer leaves parameters without gradients in some configurations (the first decoder
+    # layer's norm1 when decoder_self_attn is off), which DDP must be told about
+    find_unused_parameters = True
 
     def __init__(self):
         self._val_state: tuple | None = None  # (sequence index, Tracker) for persistent validation tracking
@@ -265,6 +272,8 @@ class TrackingTask(Task):
         from bioloop.tasks.tracking.data import TrackingClips, make_clips
 
         settings = getattr(cfg.dataset, f"{split}_dataset")
+        if settings is None and split == "train":
+            raise ConfigError.at(_where(cfg, "dataset"), "needs a train_dataset", fix=cfg.TRAIN_DATASET_FIX)
         if settings is None:
             return None
         where = _where(cfg, f"dataset.{split}_dataset")
@@ -311,14 +320,13 @@ class TrackingTask(Task):
 
         counts = batch["counts"].tolist()
         clips = [c for c, n in zip(split_batch(batch), counts) if n > 0]
-        if len(clips) == 1:  # one forward through the (possibly DDP-wrapped) model
+        if len(clips) == 1:
             c = clips[0]
             q = torch.arange(len(c["ids"]), device=c["ids"].device)
             out = model(c["crops"], c["boxes"], c["times"], q)
             return [loss_fn(out["logits"], c["ids"], c["times"], q)], None
-        if hasattr(model, "module"):
-            raise ConfigError.at("batch_size", "distributed tracking training runs one clip per process and step",
-                                 got=len(clips), fix="set batch_size = 1 (dataloader.train_dataloader.batch_size)")
+        # several clips: one encoder pass, one transformer pass per clip (DDP wraps the whole step,
+        # so any number of calls is fine under torch.distributed)
         core = self._core(model)
         feats = core.encode_crops(batch["crops"])
         bounds = np.concatenate([[0], np.cumsum(counts)]).astype(int)
@@ -418,6 +426,30 @@ class TrackingTask(Task):
             return {}
         ids = self.track_clip(model, clip, build_tracker(cfg, False))
         return {"tracks": render_clip(clip, cfg.view_batch.num_frames, pred_ids=np.concatenate(ids))}
+
+    def check_config(self, cfg) -> list[str]:
+        """Every dataset file exists and the transformer with its encoder builds (meta device, no weights)."""
+        import attrs
+
+        from bioloop.tasks._probe import build_on_meta, missing_files
+
+        where = cfg.source.name if cfg.source else "config"
+        problems, base = [], base_dir(cfg)
+        for split in ("train", "val", "test"):
+            ds = getattr(cfg.dataset, f"{split}_dataset")
+            if ds is None:
+                continue
+            for key in ("slp_files", "video_files", "videos", "tracks"):
+                paths = [_anchor(p, base) for p in getattr(ds, key) if p and "://" not in str(p)]
+                problems += missing_files(where, f"dataset.{split}_dataset.{key}", paths)
+            if ds.dir is not None:
+                problems += missing_files(where, f"dataset.{split}_dataset.dir.path", [ds.dir.path], folder=True)
+        encoder = cfg.gtr.encoder_cfg
+        probe = cfg
+        if isinstance(encoder.pretrained, str):
+            problems += missing_files(where, "gtr.encoder_cfg.pretrained", [encoder.pretrained])
+            probe = attrs.evolve(cfg, gtr=attrs.evolve(cfg.gtr, encoder_cfg=attrs.evolve(encoder, pretrained=False)))
+        return problems + build_on_meta(self, probe)
 
     def checkpoint_extras(self, cfg) -> dict[str, Any]:
         s = inference_settings(cfg)
