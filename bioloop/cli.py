@@ -154,9 +154,11 @@ def predict(config, input_path, crops, output_path, roi, checkpoint, batch_size,
     if cfg.task != "segmentation":
         if not input_path:
             raise click.UsageError("--input is required: a video file or a folder of images")
+        written = []
         path = api.predict(cfg, checkpoint=checkpoint, input=input_path, output=output_path, batch_size=batch_size,
-                           save_video=save_video, slp_output=slp, overwrite=overwrite, show_progress=not quiet)
-        click.echo(f"prediction written to {path}" + (f" and {slp}" if slp else ""))
+                           save_video=save_video, slp_output=slp, overwrite=overwrite, show_progress=not quiet,
+                           written=written)
+        click.echo("prediction written to " + ", ".join(map(str, written or [path])))
         return
     if devices and devices > 1 and "WORLD_SIZE" not in os.environ:
         arguments = ["predict", str(config)]
@@ -225,13 +227,13 @@ def _relaunch(arguments, devices) -> int:
 @click.option("--mask-pattern", default=None, help="Tracking: CTC mask file names other than man_trackTTT.tif / "
               "maskTTT.tif, with '*' for the frame number (e.g. 'frame_*.tif').")
 @click.option("--report", default=None, help="Also write the scores to this JSON file.")
-@click.option("--video", default=None, help="Tracking: the truth's video, a folder holding its videos, or OLD=NEW "
-              "to remap the video paths a .slp stores.")
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
               help="Pose: score only the labeled frames of this split of the run (its split.csv) [default: all].")
 @click.option("--figure", default=None, help="Segmentation: write a PNG of raw, truth and prediction side by side "
               "for one z-slice of the first crop.")
 @click.option("--raw", default=None, help="Segmentation: raw image for --figure (default: the one predict recorded).")
+@click.option("--video", default=None, help="Tracking: the truth's video, a folder holding its videos, or OLD=NEW "
+              "to remap the video paths a .slp stores.")
 @_override
 @_quiet
 def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, untracked,
