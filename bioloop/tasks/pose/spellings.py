@@ -298,7 +298,8 @@ DEEPLABCUT = Table(
             meaning="page-locked batches, " + _NO_EFFECT + " (bioloop pins when training on CUDA)"),
         Row("train_settings.display_iters", "logger.log_every_n_steps", meaning="iterations between log lines"),
     ),
-    markers=("runner", "train_settings", "net_type", "metadata", "resume_training_from", "model.backbone:dict",
+    markers=("runner.type", "runner.snapshots", "runner.key_metric", "runner.eval_interval", "runner.optimizer",
+             "runner.gpus", "train_settings", "net_type", "metadata", "resume_training_from", "model.backbone:dict",
              "model.heads", "data.colormode", "data.train", "data.inference"),
     shared={"logger": ("type",), "device": (), "method": ()},
 )
