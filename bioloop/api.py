@@ -7,11 +7,13 @@ from typing import Any, Iterable
 
 
 
-def load_config(path, overrides: Iterable[str] = ()):
-    """Run a config file and return its validated settings object."""
+def load_config(path, overrides: Iterable[str] = (), *, echo=None):
+    """Read a config file (bioloop's Python, or a Lightning Pose/DeepLabCut/GTR YAML) and validate it.
+
+    Notes on another tool's keys (what bioloop does differently) go to ``echo`` (default: stderr)."""
     from bioloop.config.loader import load_config as _load
 
-    return _load(path, tuple(overrides))
+    return _load(path, tuple(overrides), echo=echo)
 
 
 def check_config(cfg) -> list[str]:

@@ -133,3 +133,23 @@ def test_one_video_warns_and_the_test_split_is_scored_after_training(tmp_path, c
     assert scored["test"]["split"] == "test"
     everything = api.evaluate(str(config), prediction=str(prediction))
     assert everything["frames"] == 8 and "training frames included" in capsys.readouterr().err
+
+
+def test_missing_labeled_images_are_listed_before_training(tmp_path):
+    import os
+
+    import pytest
+
+    from bioloop.data.synthetic_pose import make_pose_dataset
+    from bioloop.errors import DataError
+    from bioloop.tasks.pose.task import TASK
+
+    data = make_pose_dataset(tmp_path / "data", n_frames=4, n_videos=2, video=False)
+    for gone in (data.image_paths[1], data.image_paths[6]):
+        os.remove(gone)
+    cfg = api.load_config(str(_config(tmp_path, data)))
+    with pytest.raises(DataError) as info:
+        TASK.build_datasets(cfg)  # the trainer's set-up, before any batch
+    message = str(info.value)
+    assert "CollectedData.csv: 2 of the 8 labeled images/videos are missing" in message
+    assert data.image_paths[1] in message and data.image_paths[6] in message

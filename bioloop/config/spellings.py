@@ -202,7 +202,8 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
     through unchanged.
     """
     lines = lines or {}
-    origins = origins or {}
+    origins = dict(origins or {})
+    from_cli = set(origins)  # keys the command line set: they win over the file
     if table is None:
         table, problems = detect(values, tables, where=where, ambiguous=ambiguous)
         if problems:
@@ -269,6 +270,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
 
     out: dict = {}
     native: dict[str, str] = {}
+    defaulted: set[str] = set()
     for key, value in values.items():
         if key in foreign:
             walk(key, value)
@@ -281,6 +283,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
         parent = row.source.rsplit(".", 1)[0]
         if _lookup(values, parent)[0] and not _lookup(values, row.source)[0]:
             origins.setdefault(row.source, f"{table.tool}'s default {row.source}={row.default!r}")
+            defaulted.add(row.source)
             apply(row, "", row.source, row.default)
     names: dict[str, str] = {k: label(k) for k in lines if k.split(".")[0] in native}
     written: dict[str, str] = {}
@@ -291,7 +294,11 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
             continue
         present, existing = _lookup(out, key)
         owner = written.get(key) or native.get(key.split(".")[0])
-        if present and owner and existing != value:
+        if present and owner and existing != value and (
+                (source in from_cli) != (owner in from_cli) or source in defaulted):
+            if owner in from_cli or source in defaulted:
+                continue  # a command-line override wins over the file, anything over a default
+        elif present and owner and existing != value:
             problems.append(f"{where}: {label(source)} and {label(owner)} both set bioloop's '{key}' "
                             f"(got {value!r} and {existing!r}); keep one of them")
             continue

@@ -111,9 +111,11 @@ class PoseTask(Task):
     def build_datasets(self, cfg):
         from bioloop.tasks.pose.augment import build_augmentation
         from bioloop.tasks.pose.data import PoseFrames
+        from bioloop.tasks.pose.labels import check_files
         from bioloop.tasks.pose.split import write_split
 
         labels = load_labels(cfg)
+        check_files(labels, str(labels_path(cfg)))  # every missing image at once, before the first batch
         split = self._split(cfg, labels)
         write_split(Path(cfg.run_dir) / "split.csv", split, labels)
         augmentation = build_augmentation(cfg.imgaug, labels.keypoint_names, _where(cfg, "imgaug"),
@@ -371,11 +373,16 @@ class PoseTask(Task):
         model, extras, path = load_trained_model(cfg)
         extras = {**extras, "checkpoint": str(path)}
         out_dir = Path(cfg.run_dir) / "video_preds"
-        written = [str(self.predict(cfg, model, extras=extras, input=str(v), output=str(out_dir / f"{v.stem}.csv"),
-                                    save_video=cfg.eval.save_vids_after_training, overwrite=True,
-                                    show_progress=not quiet))
-                   for v in videos]
-        return {**done, "video_predictions": written}
+        written: list = []  # every file: the CSVs and their overlay videos
+        csvs = [str(self.predict(cfg, model, extras=extras, input=str(v), output=str(out_dir / f"{v.stem}.csv"),
+                                 save_video=cfg.eval.save_vids_after_training, overwrite=True,
+                                 show_progress=not quiet, written=written))
+                for v in videos]
+        if not quiet and written:
+            import sys
+
+            print("video predictions written to " + ", ".join(map(str, written)), file=sys.stderr, flush=True)
+        return {**done, "video_predictions": csvs, "video_prediction_files": [str(p) for p in written]}
 
     def _score_test_split(self, cfg, labels, frames, quiet: bool) -> dict[str, float]:
         """The training checkpoint prediction would use (the best, else the latest) scored on the test

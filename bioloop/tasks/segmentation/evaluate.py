@@ -252,7 +252,7 @@ def _write_figure(path: Path, panels, scores, kinds, raw, options) -> None:
     raw = raw or _bioloop_attr(first["path"], "raw", options)
     raw_plane = None
     if raw:
-        volume = open_image(raw, None, storage_options=options)
+        volume = open_image(raw, tuple(first["gt"].scale), storage_options=options)  # on the truth's voxel size
         raw_plane = _on_truth_grid(volume, first["gt"], labels=False, where=str(raw))[z]
     else:
         print(f"{path}: no raw image recorded with the prediction; the figure shows truth and prediction only "
