@@ -82,9 +82,9 @@ def _datasets(em_data, tmp_path, extra="", shape=(1, 32, 32), name="cfg.py"):
     return cfg, get_task("segmentation").build_datasets(cfg)
 
 
-def _batches(cfg, train, workers, epochs=(0, 1, 2), start_batch=0, collate=None):
+def _batches(cfg, train, workers, epochs=(0, 1, 2), start_batch=0):
     loader = TrainLoader(train, batch_size=cfg.batch_size, num_workers=workers, seed=cfg.random_seed,
-                         iterations_per_epoch=cfg.iterations_per_epoch, collate_fn=collate)
+                         iterations_per_epoch=cfg.iterations_per_epoch)
     return [[b for b in loader.epoch(e, start_batch if e == epochs[0] else 0)] for e in epochs]
 
 
@@ -120,27 +120,6 @@ def test_samples_are_the_same_with_any_worker_count_and_after_resuming(em_data, 
     resumed = _batches(cfg, train, 2, epochs=(1, 2), start_batch=1)
     _assert_same([serial[1][1:], serial[2]], resumed)
     assert not torch.equal(serial[0][0]["raw"], serial[1][0]["raw"])  # epochs differ
-
-
-def test_worker_batches_carry_binary_targets_as_uint8_and_unpack_exactly(em_data, tmp_path):
-    from bioloop.tasks.segmentation.task import TASK, _unpack_targets
-
-    cfg, (train, _) = _datasets(em_data, tmp_path)
-    serial = _batches(cfg, train, 0, epochs=(0,), collate=TASK.collate)  # in-process: left as float32
-    packed = _batches(cfg, train, 2, epochs=(0,), collate=TASK.collate)
-    assert serial[0][0]["target"].dtype == torch.float32 and packed[0][0]["target"].dtype == torch.uint8
-    assert torch.isnan(serial[0][0]["target"]).any()  # NaN (unannotated) survives the round trip
-    _assert_same(serial, [[_unpack_targets(b) for b in packed[0]]])
-    torch.manual_seed(0)
-    model, loss_fn = TASK.build_model(cfg), TASK.build_loss(cfg)
-    with torch.no_grad():  # as the engine calls them in validation
-        for step in (TASK.training_step, TASK.validation_step):
-            a, b = step(model, serial[0][0], loss_fn, cfg), step(model, packed[0][0], loss_fn, cfg)
-            assert float(a["loss"]) == float(b["loss"])
-    soft = {"raw": torch.zeros(1), "target": torch.tensor([0.5, 1.0])}
-    from bioloop.tasks.segmentation.task import _pack_targets
-
-    assert _pack_targets(soft)["target"].dtype == torch.float32  # anything but 0/1/NaN stays float
 
 
 def _expected(cfg, train, epochs):

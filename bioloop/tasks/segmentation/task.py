@@ -112,19 +112,7 @@ class SegmentationTask(Task):
 
         return activation_for(cfg.criterion, dict(cfg.criterion_kwargs))
 
-    @staticmethod
-    def collate(items):
-        """default_collate; inside a DataLoader worker, targets that are all 0, 1 or NaN travel as uint8
-        (255 = NaN), a quarter of their bytes through the worker transport; the steps unpack them exactly."""
-        from torch.utils.data import default_collate, get_worker_info
-
-        batch = default_collate(items)
-        if get_worker_info() is not None and isinstance(batch, dict):
-            batch = _pack_targets(batch)
-        return batch
-
     def training_step(self, model, batch, loss_fn, cfg) -> dict[str, torch.Tensor]:
-        batch = _unpack_targets(batch)
         if "augment" in batch:  # augment_on_device: the batch arrives un-augmented with its parameters
             from bioloop.tasks.segmentation.device_augment import augment_batch
 
@@ -135,7 +123,6 @@ class SegmentationTask(Task):
     def validation_step(self, model, batch, loss_fn, cfg) -> dict[str, Any]:
         from bioloop.tasks.segmentation.metrics import confusion_counts
 
-        batch = _unpack_targets(batch)
         logits = model(batch["raw"])
         if isinstance(logits, (list, tuple)):
             logits = logits[0]
@@ -158,7 +145,6 @@ class SegmentationTask(Task):
     def figures(self, model, batch, cfg) -> dict[str, Any]:
         from bioloop.tasks.segmentation.figures import batch_figure
 
-        batch = _unpack_targets(batch)
         logits = model(batch["raw"][:1])
         if isinstance(logits, (list, tuple)):
             logits = logits[0]
@@ -210,27 +196,3 @@ def _activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
 
 
 TASK = SegmentationTask()
-
-
-_NAN_CODE = 255
-
-
-def _pack_targets(batch: dict) -> dict:
-    """``target`` as uint8 when every value is 0, 1 or NaN (NaN -> 255); other batches unchanged."""
-    target = batch.get("target")
-    if not isinstance(target, torch.Tensor) or target.dtype != torch.float32:
-        return batch
-    nan = torch.isnan(target)
-    if not bool((nan | (target == 0) | (target == 1)).all()):
-        return batch
-    return {**batch, "target": target.nan_to_num(nan=float(_NAN_CODE)).to(torch.uint8)}
-
-
-def _unpack_targets(batch: dict) -> dict:
-    """The float32 targets (NaN restored) of a batch ``collate`` packed; others unchanged."""
-    target = batch.get("target") if isinstance(batch, dict) else None
-    if not isinstance(target, torch.Tensor) or target.dtype != torch.uint8:
-        return batch
-    out = target.to(torch.float32)
-    out[target == _NAN_CODE] = float("nan")
-    return {**batch, "target": out}
