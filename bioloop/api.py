@@ -25,7 +25,22 @@ def check_config(cfg) -> list[str]:
     problems = []
     if cfg.model_to_load and "://" not in str(cfg.model_to_load) and not Path(cfg.model_to_load).is_file():
         problems.append(f"{where}: model_to_load: file not found (got '{cfg.model_to_load}'); check the path")
-    return problems + get_task(cfg.task).check_config(cfg)
+    problems += get_task(cfg.task).check_config(cfg)
+    return [_as_written(cfg, where, p) for p in problems]
+
+
+def _as_written(cfg, where: str, message: str) -> str:
+    """``<file>: labels_file: ...`` -> ``<file>: line 10: data.csv_file: ...`` when the file spelled it so."""
+    from bioloop.config.spellings import display
+
+    names = dict(cfg.source.names) if getattr(cfg, "source", None) else {}
+    head = f"{where}: "
+    if not names or not message.startswith(head):
+        return message
+    key, sep, rest = message[len(head):].partition(": ")
+    if not sep or " " in key:
+        return message
+    return f"{head}{display(names, key)}: {rest}"
 
 
 def _as_config(cfg, overrides: Iterable[str] = ()):

@@ -299,17 +299,18 @@ def view_batch(config, video, overrides):
 @click.argument("src", type=click.Path(file_okay=False, exists=True))
 @click.argument("dst", type=click.Path(file_okay=False))
 @click.option("--mask-pattern", default=None, help="Mask file names other than man_trackTTT.tif / maskTTT.tif, "
-              "with '*' for the frame number (e.g. 'frame_*.tif'); the output keeps the names.")
+              "with '*' for the frame number (e.g. 'frame_*.tif'); the output uses the CTC names.")
 def ctc_fix(src, dst, mask_pattern):
     """Relabel a Cell Tracking Challenge folder (GT TRA or RES) into a valid one at DST.
 
     A label that disappears and comes back gets a new label for each later segment, whose parent is
-    the segment before; the track table is rebuilt from the masks. Every change is printed."""
+    the segment before; the track table is rebuilt from the masks, the masks get the CTC file names.
+    Every change is printed."""
     from bioloop.tasks.tracking.ctc_tools import fix_ctc
     from bioloop.tasks.tracking.io_ctc import check_ctc
 
     fix_ctc(src, dst, pattern=mask_pattern, say=click.echo)
-    problems = check_ctc(dst, mask_pattern)
+    problems = check_ctc(dst)  # written under the CTC names
     for line in problems:
         click.echo(f"still invalid: {line}", err=True)
     if problems:

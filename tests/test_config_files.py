@@ -102,6 +102,12 @@ def test_overrides_address_the_settings_in_either_spelling(tmp_path):
                   "dataset = {'train_dataset': {'slp_files': ['a.slp']}}\n")
     cfg = api.load_config(py, ["trainer.max_epochs=3", "optimizer.params.lr=0.5"])
     assert cfg.epochs == 3 and cfg.optimizer == {"type": "Adam", "params": {"lr": 0.5}}
+    pose = tmp_path / "pose.py"
+    pose.write_text("task = 'pose'\nepochs = 9\n")
+    cfg = api.load_config(pose, ["training.train_batch_size=3", "training.max_epochs=4"])
+    assert (cfg.batch_size, cfg.epochs, cfg.source.spelling) == (3, 4, "Lightning Pose")
+    cfg = api.load_config(pose, ["runner.eval_interval=2", "train_settings.epochs=5"])
+    assert (cfg.validate_every, cfg.epochs, cfg.source.spelling) == (2, 5, "DeepLabCut")
 
 
 def test_cross_field_checks_run_even_when_another_field_is_wrong(tmp_path):
@@ -150,7 +156,27 @@ def test_config_check_validates_what_training_start_would(tmp_path):
     cfg_path.write_text("task = 'pose'\ndata_dir = 'nowhere'\n")
     run = CliRunner().invoke(cli, ["config", "check", str(cfg_path)])
     assert run.exit_code == 2 and "labels_file: 1 file not found" in run.output
+    (tmp_path / "lp").mkdir()
+    lp = _copy(tmp_path / "lp", "lp_config.yaml")  # its data_dir does not exist: named as the file spells it
+    run = CliRunner().invoke(cli, ["config", "check", str(lp)])
+    line = next(i for i, text in enumerate(lp.read_text().splitlines(), 1) if "csv_file" in text)
+    assert run.exit_code == 2 and f"lp_config.yaml: line {line}: data.csv_file: 1 file not found" in run.output
     gtr = tmp_path / "gtr.py"
     gtr.write_text("task = 'tracking'\ndataset = {'train_dataset': {'slp_files': ['missing.slp']}}\n")
     run = CliRunner().invoke(cli, ["config", "check", str(gtr)])
     assert run.exit_code == 2 and "dataset.train_dataset.slp_files: 1 file not found" in run.output
+
+
+def test_a_yaml_files_task_is_told_by_its_keys(tmp_path):
+    gtr = tmp_path / "small.yaml"  # GTR's runner section is not DeepLabCut's
+    gtr.write_text("runner:\n  metrics:\n    val: [num_switches]\ndataset:\n  train_dataset:\n    slp_files: [a.slp]\n"
+                   "trainer:\n  max_epochs: 2\n")
+    assert api.load_config(gtr).task == "tracking"
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("epochs: 3\n")
+    with pytest.raises(ConfigError, match="not recognised as a Lightning Pose, DeepLabCut or DREEM/GTR config"):
+        api.load_config(odd)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  max_epochs: [1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d: not valid YAML"):
+        api.load_config(bad)

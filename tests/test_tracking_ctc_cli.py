@@ -108,7 +108,11 @@ def test_other_mask_names_need_mask_pattern(tmp_path, cfg):
     result = _run("evaluate", cfg, "--prediction", tmp_path / "01_RES", "--truth", tmp_path / "01_GT")
     assert result.exit_code == 1
     assert "no mask files named maskTTT.tif (the Cell Tracking Challenge names) (got ['frame_0000.tif'" \
-        in result.output and "--mask-pattern 'frame_*.tif'" in result.output
+        in result.output and "--mask-pattern 'frame_*.tif' to bioloop evaluate" in result.output
+    renamed = _run("ctc-fix", tmp_path / "01_RES", tmp_path / "renamed", "--mask-pattern", "frame_*.tif")
+    assert renamed.exit_code == 0, renamed.output
+    assert sorted(p.name for p in (tmp_path / "renamed").iterdir())[:2] == ["mask000.tif", "mask001.tif"]
+    assert _run("evaluate", cfg, "--prediction", tmp_path / "renamed", "--truth", tmp_path / "01_GT").exit_code == 0
     # --mask-pattern names the masks of both folders
     for f in sorted((tmp_path / "01_GT" / "TRA").glob("man_track*.tif")):
         f.rename(f.with_name(f"frame_{int(f.stem[9:]):04d}.tif"))

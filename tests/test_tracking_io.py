@@ -129,6 +129,9 @@ def test_video_remaps_a_file_a_folder_or_an_old_prefix(ds, tmp_path):
     assert read_slp(slp, "/other=/x")[0].video is None  # a prefix that does not match leaves the path
     with pytest.raises(DataError, match=r"t.slp: the video folder has no tracking.mp4"):
         read_slp(slp, str(tmp_path))
+    with pytest.raises(ConfigError, match=r"t.slp: a video remap needs the old prefix before '='.*"
+                                          r"--video /old/videos=/new/videos"):
+        read_slp(slp, f"={folder}")
 
 
 # ------------------------------------------------------------------ Cell Tracking Challenge

@@ -144,6 +144,7 @@ class Translation:
     notes: tuple[str, ...]
     problems: tuple[str, ...]
     tool: str | None
+    rejected: tuple[str, ...] = ()  # source keys behind the problems
 
 
 def _lookup(values, key: str):
@@ -210,6 +211,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
             return Translation(dict(values), {}, (), tuple(problems), None)
     if table is None:
         return Translation(dict(values), {}, (), (), None)
+    rejected: list[str] = []
 
     def label(path: str) -> str:
         if path in origins:
@@ -238,6 +240,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
         if top in table.shared and not whole_file:
             assignments.append((path, value, path, None))  # bioloop's own key inside a shared section
             return
+        rejected.append(path)
         problems.append(f"{where}: {label(path)}: {table.tool}'s setting has no counterpart in bioloop "
                         f"(got {value!r}); remove it, or see docs/configuration.md for bioloop's settings")
 
@@ -258,6 +261,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
                 if target is None:
                     result = {}  # accepted without effect
         except Unsupported as exc:
+            rejected.append(path)
             problems.append(f"{where}: {label(path)}: {exc} (got {value!r})")
             return
         if row.note:
@@ -305,7 +309,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
         set_dotted(out, key, value)
         written[key] = source
         names[key] = label(source)
-    return Translation(out, names, tuple(notes), tuple(problems), table.tool)
+    return Translation(out, names, tuple(notes), tuple(problems), table.tool, tuple(rejected))
 
 
 def _present(out: dict, assignments, section: str) -> bool:

@@ -408,11 +408,15 @@ class PoseTask(Task):
             dataset = PoseFrames(labels, frames, image_resize_dims=self._dims(cfg), **context)
         device = next(model.parameters()).device
         loader = DataLoader(dataset, batch_size=cfg.validation_batch_size or cfg.batch_size,
-                            collate_fn=getattr(self, "collate", None))
+                            collate_fn=self.collate)
         with torch.no_grad():
             parts = [self.validation_step(model, to_device(batch, device), None, cfg) for batch in loader]
         scores = self.reduce_validation(parts, cfg)
         names = list(cfg.keypoint_names or labels.keypoint_names)
+        if not cfg.keypoint_names:  # validation names keypoints kp<i> when the config does not list them
+            renamed = {f"/kp{i}": f"/{name}" for i, name in enumerate(names)}
+            scores = {next((k[:-len(a)] + b for a, b in renamed.items() if k.endswith(a)), k): v
+                      for k, v in scores.items()}
         table = score_table(scores, names)
         report = write_report(Path(cfg.run_dir) / "test_scores.json",
                               {"split": "test", "frames": int(len(frames)), "checkpoint": str(path),

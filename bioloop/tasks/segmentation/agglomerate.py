@@ -15,6 +15,10 @@ consistent across blocks:
   the fragments of neighbouring blocks are merged when the mean nearest-neighbour affinity across
   their shared face exceeds ``merge_threshold``, a rule that does not depend on block order.
 
+The foreground mask is the ``<class>_fg`` channel above ``process.thresholds`` (boundaries, affinities
+with a foreground channel), every voxel (affinities without one: dense labels), or the distance target
+above tanh(0.5 / distance_scale), halfway between background (0) and an object's border layer.
+
 Final ids are consecutive in the order of the first voxel of each object (scan order of blocks),
 so reruns give identical ids; ``min_size`` uses the global object sizes. Temporary per-block ids go
 to zarr arrays on disk next to the output and are removed afterwards.

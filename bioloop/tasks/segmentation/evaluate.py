@@ -68,8 +68,10 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
             if name not in crop_classes:
                 continue
             found = _truth_of_class(cfg, image, truth_group, name, options)
-            if found is None:
-                continue  # this crop does not annotate the class
+            if found is None:  # this crop does not annotate the class
+                print(f"{truth_group}: no truth image for class '{name}' (looked for {truth_group}/{name}); "
+                      "not scored in this crop", file=sys.stderr, flush=True)
+                continue
             gt, truth_values = found
             row = _score(cfg, gt, truth_values, f"{pred_group}/{name}", name, kind, threshold, iou_threshold, options)
             shown = row.pop("_shown")
