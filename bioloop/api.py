@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from bioloop.errors import CheckpointError
 
 
-def load_config(path, overrides: Iterable[str] = ()):
-    """Run a config file and return its validated settings object."""
+def load_config(path, overrides: Iterable[str] = (), *, echo=None):
+    """Read a config file (bioloop's Python, or a Lightning Pose/DeepLabCut/GTR YAML) and validate it.
+
+    Notes on another tool's keys (what bioloop does differently) go to ``echo`` (default: stderr)."""
     from bioloop.config.loader import load_config as _load
 
-    return _load(path, tuple(overrides))
+    return _load(path, tuple(overrides), echo=echo)
 
 
 def check_config(cfg) -> list[str]:
@@ -24,7 +25,22 @@ def check_config(cfg) -> list[str]:
     problems = []
     if cfg.model_to_load and "://" not in str(cfg.model_to_load) and not Path(cfg.model_to_load).is_file():
         problems.append(f"{where}: model_to_load: file not found (got '{cfg.model_to_load}'); check the path")
-    return problems + get_task(cfg.task).check_config(cfg)
+    problems += get_task(cfg.task).check_config(cfg)
+    return [_as_written(cfg, where, p) for p in problems]
+
+
+def _as_written(cfg, where: str, message: str) -> str:
+    """``<file>: labels_file: ...`` -> ``<file>: line 10: data.csv_file: ...`` when the file spelled it so."""
+    from bioloop.config.spellings import display
+
+    names = dict(cfg.source.names) if getattr(cfg, "source", None) else {}
+    head = f"{where}: "
+    if not names or not message.startswith(head):
+        return message
+    key, sep, rest = message[len(head):].partition(": ")
+    if not sep or " " in key:
+        return message
+    return f"{head}{display(names, key)}: {rest}"
 
 
 def _as_config(cfg, overrides: Iterable[str] = ()):
@@ -44,37 +60,16 @@ def train(cfg, overrides: Iterable[str] = (), *, quiet: bool = False) -> dict[st
 
 def trained_checkpoint(cfg, checkpoint: str | None = None) -> Path:
     """The checkpoint prediction uses: the given file, else the run's best, else its latest."""
-    from bioloop.engine.checkpoint import CheckpointManager
+    from bioloop.engine.trained import trained_checkpoint as _trained
 
-    if checkpoint:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise CheckpointError.at(str(path), "checkpoint file not found", fix="check --checkpoint")
-        return path
-    manager = CheckpointManager(cfg.checkpoint_dir, model_name=cfg.model_name, filename_template=cfg.checkpoint_template)
-    path = manager.best() or manager.latest()
-    if path is None:
-        raise CheckpointError.at(str(cfg.checkpoint_dir), "no trained checkpoint found",
-                                 fix="train first (`bioloop train CONFIG`) or pass --checkpoint FILE; "
-                                     "bioloop never predicts with untrained weights")
-    return path
+    return _trained(cfg, checkpoint)
 
 
 def load_trained_model(cfg, checkpoint: str | None = None, *, device: str | None = None):
     """(model with trained weights on its device, checkpoint extras, checkpoint path)."""
-    from bioloop.engine.checkpoint import apply_model_state, load_checkpoint
-    from bioloop.engine.runtime import resolve_device
-    from bioloop.tasks import get_task
+    from bioloop.engine.trained import load_trained_model as _load
 
-    task = get_task(cfg.task)
-    path = trained_checkpoint(cfg, checkpoint)
-    target = resolve_device(device if device is not None else cfg.device)
-    state = load_checkpoint(path, map_location=target)
-    if state.get("task") not in (None, cfg.task):
-        raise CheckpointError.at(str(path), f"checkpoint is for task '{state.get('task')}', not '{cfg.task}'")
-    model = task.build_model(cfg)
-    apply_model_state(model, state["model"], path=path)
-    return model.to(target).eval(), dict(state.get("extras") or {}), path
+    return _load(cfg, checkpoint, device=device)
 
 
 def predict(cfg, overrides: Iterable[str] = (), *, checkpoint: str | None = None, device: str | None = None,

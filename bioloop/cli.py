@@ -126,7 +126,8 @@ _OTHER_TASKS_FLAGS = {"segmentation": _POSE_ONLY + _TRACKING_ONLY, "pose": _SEGM
 @click.option("--slp", default=None, help="Pose: also write the predictions as a SLEAP .slp file.")
 @click.option("--save-video/--no-save-video", "save_video", default=None,
               help="Pose, videos: also write an mp4 with keypoint overlays [default: eval.save_vids_after_training].")
-@click.option("--video", default=None, help="Tracking: the video (or image folder) of a .slp or MOT input.")
+@click.option("--video", default=None, help="Tracking: the video (or image folder) of a .slp or MOT input; for a .slp "
+              "also a folder holding its videos, or OLD=NEW to remap the stored video paths.")
 @click.option("--detections", default=None, help="Tracking: a .slp of detections when --input is a video.")
 @click.option("--format", "fmt", type=click.Choice(["slp", "ctc", "mot"]), default=None,
               help="Tracking: output format [default: the input's; MOT for TrackMate].")
@@ -153,9 +154,11 @@ def predict(config, input_path, crops, output_path, roi, checkpoint, batch_size,
     if cfg.task != "segmentation":
         if not input_path:
             raise click.UsageError("--input is required: a video file or a folder of images")
+        written = []
         path = api.predict(cfg, checkpoint=checkpoint, input=input_path, output=output_path, batch_size=batch_size,
-                           save_video=save_video, slp_output=slp, overwrite=overwrite, show_progress=not quiet)
-        click.echo(f"prediction written to {path}" + (f" and {slp}" if slp else ""))
+                           save_video=save_video, slp_output=slp, overwrite=overwrite, show_progress=not quiet,
+                           written=written)
+        click.echo("prediction written to " + ", ".join(map(str, written or [path])))
         return
     if devices and devices > 1 and "WORLD_SIZE" not in os.environ:
         arguments = ["predict", str(config)]
@@ -229,10 +232,12 @@ def _relaunch(arguments, devices) -> int:
 @click.option("--figure", default=None, help="Segmentation: write a PNG of raw, truth and prediction side by side "
               "for one z-slice of the first crop.")
 @click.option("--raw", default=None, help="Segmentation: raw image for --figure (default: the one predict recorded).")
+@click.option("--video", default=None, help="Tracking: the truth's video, a folder holding its videos, or OLD=NEW "
+              "to remap the video paths a .slp stores.")
 @_override
 @_quiet
 def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, untracked,
-             mask_pattern, report, overrides, quiet, split=None, figure=None, raw=None):
+             mask_pattern, report, overrides, quiet, split=None, figure=None, raw=None, video=None):
     """Score a prediction against ground truth and print a table (per class, or per keypoint)."""
     from bioloop import api
     from bioloop.errors import ConfigError
@@ -242,7 +247,7 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
     if cfg.task != "pose":
         _refuse_other_tasks_flags(ctx, cfg.task, ("split",))
     if cfg.task != "tracking":
-        _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold", "untracked", "mask_pattern"))
+        _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold", "untracked", "mask_pattern", "video"))
         if len(prediction) > 1 or len(truth) > 1:
             raise click.UsageError(f"one --prediction and one --truth for the {cfg.task} task")
         prediction, truth = prediction[0], (truth[0] if truth else None)
@@ -254,7 +259,7 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
             raise click.UsageError("--kind and --iou-threshold do not apply to the tracking task (use --match-threshold)")
         result = api.evaluate(cfg, prediction=list(prediction), truth=list(truth), report=report, match=match,
                               match_threshold=match_threshold, untracked=untracked or "count",
-                              mask_pattern=mask_pattern)
+                              mask_pattern=mask_pattern, show_progress=not quiet, video=video)
     elif cfg.task != "segmentation":
         _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
         if kind != "auto" or iou_threshold != 0.5:
@@ -276,31 +281,36 @@ def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, m
 
 @cli.command("view-batch")
 @click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--video", default=None, help="Tracking: the training videos: one file, a folder holding them, or "
+              "OLD=NEW to remap the video paths the .slp files store (instead of dataset video_files).")
 @_override
-def view_batch(config, overrides):
+def view_batch(config, video, overrides):
     """Tracking: render a training clip's crops with their track ids to <run folder>/view_batch.png and TensorBoard."""
     from bioloop import api
     from bioloop.tasks import get_task
 
     cfg = api.load_config(config, overrides)
-    click.echo(f"wrote {get_task(cfg.task).view_batch(cfg)}")  # tasks without it refuse with a ConfigError
+    task = get_task(cfg.task)
+    path = task.view_batch(cfg, video=video) if video is not None else task.view_batch(cfg)
+    click.echo(f"wrote {path}")  # tasks without it refuse with a ConfigError
 
 
 @cli.command("ctc-fix")
 @click.argument("src", type=click.Path(file_okay=False, exists=True))
 @click.argument("dst", type=click.Path(file_okay=False))
 @click.option("--mask-pattern", default=None, help="Mask file names other than man_trackTTT.tif / maskTTT.tif, "
-              "with '*' for the frame number (e.g. 'frame_*.tif'); the output keeps the names.")
+              "with '*' for the frame number (e.g. 'frame_*.tif'); the output uses the CTC names.")
 def ctc_fix(src, dst, mask_pattern):
     """Relabel a Cell Tracking Challenge folder (GT TRA or RES) into a valid one at DST.
 
     A label that disappears and comes back gets a new label for each later segment, whose parent is
-    the segment before; the track table is rebuilt from the masks. Every change is printed."""
+    the segment before; the track table is rebuilt from the masks, the masks get the CTC file names.
+    Every change is printed."""
     from bioloop.tasks.tracking.ctc_tools import fix_ctc
     from bioloop.tasks.tracking.io_ctc import check_ctc
 
     fix_ctc(src, dst, pattern=mask_pattern, say=click.echo)
-    problems = check_ctc(dst, mask_pattern)
+    problems = check_ctc(dst)  # written under the CTC names
     for line in problems:
         click.echo(f"still invalid: {line}", err=True)
     if problems:

@@ -125,4 +125,30 @@ def test_unknown_init_template_suggests_the_nearest():
 def test_evaluate_needs_truth_or_crops(write_config, tmp_path):
     cfg = write_config("datasplit_path = 'split.csv'\nclasses = ['nuc']\n")
     _said(_run("evaluate", cfg, "--prediction", tmp_path / "p.zarr"), 2,
-          "evaluate: give --truth (a crop group) or --crops (a datasplit CSV)")
+          "evaluate: give --truth (a crop group or a label image) or --crops (a datasplit CSV)")
+
+
+def test_model_to_load_without_weights(toy_task, write_config, tmp_path):
+    torch.save({"notes": "hello"}, tmp_path / "notes.pth")
+    _said(_run("train", write_config(TOY + "model_to_load = 'notes.pth'\n"), "-q"), 1,
+          f"{tmp_path / 'notes.pth'}: holds no model weights: expected a bioloop checkpoint or a dict of tensors "
+          "(found a dict with keys notes)")
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_nothing_half_written(toy_task, write_config, tmp_path):
+    (tmp_path / "ck" / "toy_1.pth").mkdir(parents=True)  # a folder where the epoch checkpoint goes
+    result = _run("train", write_config(TOY + "model_save_path = 'ck/{model_name}_{epoch}.pth'\n"), "-q")
+    _said(result, 1, f"{tmp_path / 'ck' / 'toy_1.pth'}: could not write the file (IsADirectoryError: ")
+    assert "check free disk space and write permission; the previous file is unchanged" in result.output
+    assert not [p.name for p in (tmp_path / "ck").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resuming_with_an_optimizer_state_that_does_not_fit(toy_task, write_config, tmp_path):
+    model = torch.nn.Sequential(torch.nn.Dropout(0.0), torch.nn.Linear(4, 1))
+    two_groups = {"state": {}, "param_groups": [{"params": [0], "lr": 0.1}, {"params": [1], "lr": 0.1}]}
+    torch.save({"model": model.state_dict(), "epoch": 1, "step": 2, "optimizer": two_groups, "rng": {},
+                "task": "toy"}, tmp_path / "two.pth")
+    result = _run("train", write_config(TOY.replace("epochs = 1", "epochs = 2") + "load_model = 'two.pth'\n"), "-q")
+    _said(result, 1, f"{tmp_path / 'two.pth'}: optimizer state does not fit this optimizer (")
+    assert ("resume with the optimizer the run was started with, or use model_to_load to start a new run "
+            "from these weights") in result.output.replace("\n", " ")

@@ -13,6 +13,7 @@ from bioloop.tasks.pose.heatmaps import (
     DLC_LOCREF_STD,
     confidence_radius,
     decode_heatmaps,
+    ideal_mass,
     decode_with_offsets,
     encode_offsets,
     heatmap_loss,
@@ -131,7 +132,7 @@ def test_decoding_logits_matches_decoding_maps():
     _, mass = decode_heatmaps(maps, 4, confidence="mass", sigma=1.5)
     _, conf_logits = decode_heatmaps(torch.log(maps) + 3.0, 4, logits=True, sigma=1.5)
     assert torch.allclose(conf_logits, mass, atol=1e-5)
-    assert conf_logits.min().item() > 0.8
+    assert conf_logits.min().item() > 0.9  # subpixel positions and borders keep them a little under 1
 
 
 def _window_mass(sigma: float, radius: int) -> float:
@@ -144,25 +145,33 @@ def _window_mass(sigma: float, radius: int) -> float:
 
 @pytest.mark.parametrize("sigma, radius", [(0.5, 1), (1.25, 2), (1.5, 3), (2.0, 4)])
 def test_logit_confidence_is_the_softmax_mass_within_two_sigma(sigma, radius):
-    """Lightning Pose's confidence: the softmax probability within floor(2 sigma) pixels of the peak."""
+    """Lightning Pose's confidence, the softmax probability within floor(2 sigma) pixels of the peak,
+    divided by the share the training target holds there: a target-sharp map scores 1, a map twice
+    as wide its share relative to the target's."""
     assert confidence_radius(sigma) == radius
+    assert ideal_mass(sigma) == pytest.approx(_window_mass(sigma, radius), abs=1e-12)
     kp = torch.tensor([[[60.0, 40.0]]])  # stride 1: exactly on a pixel centre, far from the border
-    maps, _ = make_heatmaps(kp, (100, 120), 1, sigma, normalize="sum")
-    logits = torch.log(maps.double()) + 7.0  # any constant: softmax(logits) == maps
-    _, conf = decode_heatmaps(logits, 1, logits=True, sigma=sigma)
-    assert conf.item() == pytest.approx(_window_mass(sigma, radius), abs=1e-6)  # float32 maps
+    for width in (sigma, 2 * sigma):
+        maps, _ = make_heatmaps(kp, (100, 120), 1, width, normalize="sum")
+        logits = torch.log(maps.double()) + 7.0  # any constant: softmax(logits) == maps
+        _, conf = decode_heatmaps(logits, 1, logits=True, sigma=sigma)
+        expected = min(1.0, _window_mass(width, radius) / _window_mass(sigma, radius))
+        assert conf.item() == pytest.approx(expected, abs=1e-6)  # float32 maps
     # by hand, sigma 1.5, r = 3: g(0..3) = 1, .8007, .4111, .1353 (sum over |d|<=3: 3.6942), tails
-    # g(4..7) = .02857, .00386, .00034, .00002 (both sides: .0656): (3.6942 / 3.7598)^2 = 0.9654
+    # g(4..7) = .02857, .00386, .00034, .00002 (both sides: .0656): the target holds (3.6942 / 3.7598)^2
+    # = 0.9654 of its mass in the window
     if sigma == 1.5:
-        assert conf.item() == pytest.approx(0.9654, abs=1e-4)
+        assert ideal_mass(sigma) == pytest.approx(0.9654, abs=1e-4)
 
 
 def test_logit_confidence_is_low_for_flat_and_high_for_sharp_logits():
     """Every kl/js likelihood used to be sigmoid(peak logit) = 1.0; now a flat map scores its window's share."""
     flat = torch.full((1, 1, 32, 40), 25.0)  # large logits, but no peak at all
     _, conf = decode_heatmaps(flat, 2, logits=True, sigma=1.25)
-    # the argmax of a flat map is the corner pixel: (r+1)^2 = 9 in-image pixels of 32 * 40
-    assert conf.item() == pytest.approx(9 / (32 * 40))
+    # the argmax of a flat map is the corner pixel: (r+1)^2 = 9 in-image pixels of 32 * 40, over the
+    # 0.922 of its mass a sigma-1.25 target holds in the window
+    assert conf.item() == pytest.approx(9 / (32 * 40) / ideal_mass(1.25))
+    assert ideal_mass(1.25) == pytest.approx(0.9219, abs=1e-4)
     sharp = flat.clone()
     sharp[0, 0, 10, 12] = 60.0
     _, conf = decode_heatmaps(sharp, 2, logits=True, sigma=1.25)
@@ -188,8 +197,9 @@ def test_confidence_is_low_for_uniform_and_zero_maps():
         assert torch.isfinite(xy).all()
         assert conf[0, 0].item() == pytest.approx(low) and conf[0, 1].item() > 0.9
     _, mass = decode_heatmaps(uniform, 4, confidence="mass", sigma=0.5)
-    # a flat map's argmax is the corner pixel: 4 in-image pixels of its 3x3 window (radius 1), of 100
-    assert mass[0, 0].item() == pytest.approx(4 / 100)
+    # a flat map's argmax is the corner pixel: 4 in-image pixels of its 3x3 window (radius 1), of 100,
+    # over the share a sigma-0.5 target holds in that window
+    assert mass[0, 0].item() == pytest.approx(4 / 100 / ideal_mass(0.5))
     assert 0.7 < mass[0, 1].item() <= 1
 
 

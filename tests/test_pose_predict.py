@@ -224,3 +224,51 @@ def test_video_sequences_hold_the_same_windows_as_context_batches(tmp_path, batc
         rebuilt.extend(seq[i:i + 5] for i in range(len(index)))
     assert centres == list(range(9))
     assert np.array_equal(np.stack(rebuilt), windows)
+
+
+def test_outputs_are_indexed_by_project_paths_and_every_file_is_reported(media, tmp_path, capsys):
+    """Image rows read labeled-data/... relative to data_dir (as LP/DLC write them); the CSV, .slp and the
+    overlay are all reported; the overlay is H.264 when this OpenCV can write it, else mp4v, said once."""
+    from bioloop.data.mp4 import h264_fourcc
+
+    torch.manual_seed(0)
+    model = build_lp_model("heatmap", "test_resnet", len(NAMES), downsample_factor=2)
+    cfg = _cfg()
+    cfg.data_dir = str(media.root)
+    written = []
+    out = predict_pose(cfg, model, TASK, extras={}, input=media.folder, output=tmp_path / "f.csv",
+                       slp_output=tmp_path / "f.slp", save_video=True, show_progress=False, written=written)
+    assert written == [out, tmp_path / "f.slp"]
+    assert "no overlay video" in capsys.readouterr().err  # asked for, but overlays need a video
+    table = pd.read_csv(out, header=[0, 1, 2], index_col=0)
+    assert list(table.index) == [f"frames/img{i:04d}.png" for i in [0, 1, 2, 4, 5]]
+
+    written.clear()
+    out = predict_pose(cfg, model, TASK, extras={}, input=media.video, output=tmp_path / "v.csv", save_video=True,
+                       show_progress=False, written=written)
+    overlay = tmp_path / "v.labeled.mp4"
+    assert written == [out, overlay]
+    reader = cv2.VideoCapture(str(overlay))
+    fourcc = (int(reader.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF).to_bytes(4, "little").decode(errors="replace")
+    frames = int(reader.get(cv2.CAP_PROP_FRAME_COUNT))
+    reader.release()
+    assert frames == N
+    err = capsys.readouterr().err
+    if h264_fourcc() is None:
+        assert fourcc == "FMP4" and err.count("cannot write H.264") == 1 and "mp4v" in err
+    else:
+        assert fourcc in ("avc1", "h264", "H264") and "cannot write H.264" not in err
+
+
+def test_without_h264_the_overlay_falls_back_to_mp4v_with_one_line(tmp_path, capsys, monkeypatch):
+    from bioloop.data import mp4
+
+    monkeypatch.setitem(mp4._probed, "h264", None)
+    writer = mp4.open_mp4_writer(tmp_path / "o.mp4", 10.0, (32, 48), fix="-", codec="h264")
+    writer.write(np.zeros((32, 48, 3), np.uint8))
+    writer.release()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "o.mp4: this OpenCV build cannot write H.264 (avc1/H264)" in err
+    reader = cv2.VideoCapture(str(tmp_path / "o.mp4"))
+    assert (int(reader.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF).to_bytes(4, "little") == b"FMP4"
+    reader.release()

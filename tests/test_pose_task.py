@@ -106,6 +106,9 @@ def test_one_video_warns_and_the_test_split_is_scored_after_training(tmp_path, c
 
     data = make_pose_dataset(tmp_path / "data", n_frames=8, n_videos=1, video=False)
     config = _config(tmp_path, data, extra="train_prob = 0.5\nval_prob = 0.25\n")
+    # no keypoint_names: the labels file names them (the test table is keyed by those names)
+    config.write_text("\n".join(line for line in config.read_text().splitlines()
+                                if not line.startswith("keypoint_names")))
     result = api.train(str(config), quiet=False)
     err = capsys.readouterr().err
     assert "pose.py: train_prob: warning: only 1 video(s)/image folder(s) for 3 non-empty splits" in err
@@ -118,6 +121,7 @@ def test_one_video_warns_and_the_test_split_is_scored_after_training(tmp_path, c
     report = json.loads((tmp_path / "logs" / "test_scores.json").read_text())
     assert report["split"] == "test" and report["frames"] == 2 and report["checkpoint"].endswith("pose_best.pth")
     assert report["scores"]["pixel_error/mean"] == result["test_scores"]["pixel_error/mean"] > 0
+    assert report["scores"][f"pixel_error/{data.keypoint_names[0]}"] >= 0
     assert "test split (2 labeled frames, pose_best.pth)" in err and "pixel error" in err
 
     folder = str(tmp_path / "data" / "labeled-data" / "video0")
@@ -133,3 +137,23 @@ def test_one_video_warns_and_the_test_split_is_scored_after_training(tmp_path, c
     assert scored["test"]["split"] == "test"
     everything = api.evaluate(str(config), prediction=str(prediction))
     assert everything["frames"] == 8 and "training frames included" in capsys.readouterr().err
+
+
+def test_missing_labeled_images_are_listed_before_training(tmp_path):
+    import os
+
+    import pytest
+
+    from bioloop.data.synthetic_pose import make_pose_dataset
+    from bioloop.errors import DataError
+    from bioloop.tasks.pose.task import TASK
+
+    data = make_pose_dataset(tmp_path / "data", n_frames=4, n_videos=2, video=False)
+    for gone in (data.image_paths[1], data.image_paths[6]):
+        os.remove(gone)
+    cfg = api.load_config(str(_config(tmp_path, data)))
+    with pytest.raises(DataError) as info:
+        TASK.build_datasets(cfg)  # the trainer's set-up, before any batch
+    message = str(info.value)
+    assert "CollectedData.csv: 2 of the 8 labeled images/videos are missing" in message
+    assert data.image_paths[1] in message and data.image_paths[6] in message

@@ -36,10 +36,11 @@ def _semantic_case(root):
     return str(root / "pred.zarr"), str(root / "gt.zarr/crop1")
 
 
-def test_semantic_golden_scores_report_and_csv(tmp_path):
+def test_semantic_golden_scores_report_and_csv(tmp_path, capsys):
     prediction, truth = _semantic_case(tmp_path)
     report = tmp_path / "out" / "scores.json"
     result = evaluate(_cfg(), prediction=prediction, truth=truth, report=str(report), show_progress=False)
+    assert f"{truth}: no truth image for class 'mito' (looked for {truth}/mito); not scored" in capsys.readouterr().err
     s = result["scores"]
     assert result["classes"] == ["nuc"] and result["kinds"] == {"nuc": "semantic"}  # mito has no truth here
     assert s["iou/nuc"] == pytest.approx(0.5) and s["dice/nuc"] == pytest.approx(2 / 3)

@@ -94,9 +94,19 @@ def test_train_predict_process_evaluate(kind, tmp_path, monkeypatch, capsys, one
 
     labels = api.process("cfg.py", input=str(prediction), output="labels.zarr", show_progress=False)
     assert open_volume(labels / "cell").dtype == np.uint32
-    result = api.evaluate("cfg.py", prediction=str(labels), truth=gt_path, show_progress=False)
+    result = api.evaluate("cfg.py", prediction=str(labels), truth=gt_path, figure="slice.png", show_progress=False)
+    import matplotlib.image
+
+    picture = matplotlib.image.imread(tmp_path / "slice.png")
+    assert picture.shape[1] == 3 * picture.shape[0]  # raw (recorded by predict), truth, prediction
     assert result["kinds"] == {"cell": "instance"}
     s = result["scores"]
     assert {"f1/cell", "pq/cell", "voi_split/cell", "voi_merge/cell", "arand_error/cell"} <= set(s)
     assert all(math.isfinite(s[k]) for k in ("f1/cell", "voi/cell", "arand_error/cell", "iou/cell"))
     assert sum(r["n_truth"] for r in result["rows"]) == 4  # the truth was read whole, on its own grid
+
+    # the validate crops of the datasplit, predicted and scored by name
+    crops = api.predict("cfg.py", crops="split.csv", output="crops.zarr", show_progress=False)
+    pooled = api.evaluate("cfg.py", prediction=str(crops), crops="split.csv", show_progress=False)
+    assert pooled["classes"] == ["cell"] and len(pooled["crops"]) == 1
+    assert pooled["scores"]["iou/cell"] == pytest.approx(result["scores"]["iou/cell"], abs=0.02)

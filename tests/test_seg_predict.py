@@ -329,9 +329,10 @@ def test_a_model_that_crops_without_output_shape_is_reported(volume, tmp_path):
     path, _ = volume((4, 4, 4))
     cfg = _cfg()
     conv = nn.Conv3d(1, 2, 3)
-    with pytest.raises(DataError, match=r"model: returned probabilities of shape \(1, 2, 2, 2, 2\)"):
-        predict_volume(cfg, conv, extras=_extras(cfg), input=path, output=str(tmp_path / "p.zarr"),
-                       show_progress=False)
+    with pytest.raises(DataError, match=r"model: returned probabilities of shape \(1, 2, 2, 2, 2\).*"
+                                        r"\(model, patch \(4, 4, 4\) and classes from run/last.pth\)"):
+        predict_volume(cfg, conv, extras=_extras(cfg, checkpoint="run/last.pth"), input=path,
+                       output=str(tmp_path / "p.zarr"), show_progress=False)
 
 
 def test_crops_without_validate_rows_or_class_arrays(volume, tmp_path):

@@ -13,9 +13,11 @@ from bioloop.data.ngff import open_volume
 from bioloop.tasks.segmentation.data import tile_offsets
 
 
+@pytest.mark.slow
 def test_train_predict_evaluate_through_the_cli(seg_config, em_data, tmp_path):
     runner = CliRunner()
-    cfg = seg_config(epochs=2, ipe=4)
+    # 200 iterations: enough to learn the nuclei (2 x 4 iterations scored like "everything is nucleus")
+    cfg = seg_config(epochs=4, ipe=50, extra="learning_rate = 1e-2\n")
     result = runner.invoke(cli, ["train", str(cfg), "-q"])
     assert result.exit_code == 0, result.output
     assert "best iou_mean" in result.output
@@ -38,7 +40,11 @@ def test_train_predict_evaluate_through_the_cli(seg_config, em_data, tmp_path):
     assert result.exit_code == 0, result.output
     assert "nuc" in result.output and "IoU" in result.output
     scores = json.loads(report.read_text())["scores"]
-    assert 0.0 <= scores["iou/nuc"] <= 1.0
+    # Predicting "nucleus" everywhere scores IoU 0.38 on this crop (its nucleus fraction). Trained like
+    # this, random_seed 0..4 reached 0.83, 0.77, 0.62, 0.71, 0.80 (mean 0.74, sd 0.08); 0.55 sits
+    # below the worst seed and far above the constant prediction. The test crop holds 6 mito voxels
+    # of 16384, too few for a score to mean anything, so mito is not asserted.
+    assert scores["iou/nuc"] >= 0.55, scores
 
     again = runner.invoke(cli, ["predict", str(cfg), "--input", em_data.raw_path, "--output", str(out)])
     assert again.exit_code == 1 and "output already exists" in again.output

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from bioloop.config.spellings import ANY, set_dotted, translate
-from bioloop.tasks.pose.spellings import DEEPLABCUT, LIGHTNING_POSE
+from bioloop.tasks.pose.spellings import DEEPLABCUT, DETECTOR, LIGHTNING_POSE
 from bioloop.tasks.tracking.spellings import GTR
 
 ERROR = "error"
@@ -244,6 +244,25 @@ CASES = [
     (DEEPLABCUT, "train_settings.seed", 42, None, {"random_seed": 42}),
     (DEEPLABCUT, "train_settings.dataloader_workers", 2, None, {"num_workers": 2}),
     (DEEPLABCUT, "train_settings.display_iters", 500, None, {"logger.log_every_n_steps": 500}),
+    # --- DeepLabCut 3's detector section (top-down)
+    (DETECTOR, "data.colormode", "RGB", None, {}),
+    (DETECTOR, "data.train.hflip", False, None, {"hflip": False}),
+    (DETECTOR, "model.type", "SSDLite", None, {"variant": "ssdlite320_mobilenet_v3_large"}),
+    (DETECTOR, "model.type", "FasterRCNN", {"model.variant": "fasterrcnn_resnet50_fpn"},
+     {"variant": "fasterrcnn_resnet50_fpn"}),
+    (DETECTOR, "model.type", "SSDLite", {"model.variant": "fasterrcnn_resnet50_fpn"}, ERROR),
+    (DETECTOR, "model.type", "YOLO", None, ERROR),
+    (DETECTOR, "model.variant", "fasterrcnn_resnet50_fpn", None, {"variant": "fasterrcnn_resnet50_fpn"}),
+    (DETECTOR, "model.pretrained", False, None, {"pretrained": False}),
+    (DETECTOR, "runner.optimizer", {"type": "AdamW"}, None, {"optimizer": {"type": "AdamW"}}),
+    (DETECTOR, "runner.scheduler", {"type": "StepLR"}, None, {"scheduler": {"type": "StepLR"}}),
+    (DETECTOR, "runner.eval_interval", 10, None, {"validate_every": 10}),
+    (DETECTOR, "runner.load_scheduler_state_dict", False, None, {"load_scheduler_state_dict": False}),
+    (DETECTOR, "runner.snapshots.max_snapshots", 3, None, {"max_snapshots": 3}),
+    (DETECTOR, "runner.snapshots.save_epochs", 25, None, {"save_every_n_epochs": 25}),
+    (DETECTOR, "runner.snapshots.save_optimizer_state", False, None, {}),  # with a printed note
+    (DETECTOR, "train_settings.batch_size", 2, None, {"batch_size": 2}),
+    (DETECTOR, "train_settings.epochs", 100, None, {"epochs": 100}),
 ]
 
 
@@ -265,14 +284,14 @@ def test_each_key_means_what_it_means_in_its_tool(table, key, value, extra, expe
 
 def test_every_row_is_exercised():
     """A row without a case above (or an accept-only row below) is a mapping nobody checked."""
-    for table in (GTR, LIGHTNING_POSE, DEEPLABCUT):
+    for table in (GTR, LIGHTNING_POSE, DEEPLABCUT, DETECTOR):
         covered = {table.row_for(key)[0] for t, key, *_ in CASES if t is table}
         covered |= {row for row in table.rows if row.target is None and row.convert is None}
         missing = [row.source for row in table.rows if row not in covered]
         assert not missing, f"{table.tool} rows without a meaning test: {missing}"
 
 
-@pytest.mark.parametrize("table", [GTR, LIGHTNING_POSE, DEEPLABCUT], ids=lambda t: t.tool)
+@pytest.mark.parametrize("table", [GTR, LIGHTNING_POSE, DEEPLABCUT, DETECTOR], ids=lambda t: t.tool)
 def test_keys_without_effect_accept_only_the_values_that_make_them_so(table):
     for row in table.rows:
         if row.target is not None or row.convert is not None:

@@ -81,3 +81,22 @@ def test_commands_a_task_lacks_are_refused_naming_the_tasks_that_have_them(write
         get_task("pose").process(cfg)
     assert str(err.value) == ("cfg.py: task: process does not apply to the pose task (got 'pose'); "
                               "use it with task = 'segmentation'")
+
+
+def test_no_task_imports_another_task_or_the_api():
+    """Shared pieces live in bioloop/data, bioloop/models, bioloop/engine, bioloop/config."""
+    import re
+    from pathlib import Path
+
+    import bioloop
+
+    root = Path(bioloop.__file__).parent / "tasks"
+    found = []
+    packages = [p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists()]
+    for package in packages:
+        others = "|".join(n for n in packages if n != package)
+        pattern = re.compile(rf"(from|import) bioloop\.(api\b|tasks\.({others})\b)|from bioloop import api")
+        package = root / package
+        found += [f"{f.relative_to(root)}: {m.group(0)}" for f in package.glob("*.py")
+                  for m in pattern.finditer(f.read_text())]
+    assert found == []

@@ -76,6 +76,34 @@ def test_predict_and_evaluate(trained, tmp_path):
     assert result.exit_code == 2 and "centroid matching needs a distance in pixels" in result.output
 
 
+def test_video_remap_for_predict_view_batch_and_evaluate(trained, tmp_path):
+    """A .slp made on another machine: its video path is dead; --video OLD=NEW (or a folder) remaps it
+    for every command, and the tracked .slp points at the video actually read."""
+    import sleap_io as sio
+
+    labels = sio.load_slp(str(trained / "data" / "tracking.slp"), open_videos=False)
+    labels.videos[0].replace_filename("/lab/pc/videos/tracking.mp4", open=False)
+    moved = tmp_path / "labels" / "tracking.slp"
+    moved.parent.mkdir()
+    sio.save_slp(labels, str(moved), verbose=False)
+    videos = trained / "data"
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text((trained / "cfg.py").read_text().replace('["data/tracking.slp"], "video_files": ["data/tracking.mp4"]',
+                                                            f'[{str(moved)!r}]')
+                   .replace('"runs/', f'"{tmp_path}/runs/'))
+    out = tmp_path / "tracked.slp"
+    result = _run("predict", trained / "cfg.py", "--input", moved, "--output", out, "--video",
+                  f"/lab/pc/videos={videos}", "-q")
+    assert result.exit_code == 0, result.output
+    assert sio.load_slp(str(out), open_videos=False).videos[0].filename == str(videos / "tracking.mp4")
+    result = _run("view-batch", cfg, "--video", videos)
+    assert result.exit_code == 0 and "view_batch.png" in result.output, result.output
+    result = _run("view-batch", cfg)  # without the remap the frames cannot be read: says how to fix it
+    assert result.exit_code == 1 and "video file not found: /lab/pc/videos/tracking.mp4" in result.output
+    result = _run("evaluate", trained / "cfg.py", "--prediction", out, "--truth", moved, "--video", videos)
+    assert result.exit_code == 0 and "mota" in result.output, result.output
+
+
 def test_refused_options_and_formats(trained, tmp_path):
     cfg, slp = trained / "cfg.py", trained / "data" / "tracking.slp"
     result = _run("predict", cfg, "--input", slp, "--output", tmp_path / "x.slp", "--tta", "--save-video")

@@ -47,7 +47,6 @@ def test_evaluate_scores_every_sequence_of_a_ctc_root(tmp_path, cfg):
     masks = _run("evaluate", cfg, "--prediction", tmp_path / "res" / "01_RES", "--truth",
                  tmp_path / "gt" / "01_GT", "--match", "mask")
     assert masks.exit_code == 0, masks.output
-    assert "motp (1 - mask IoU)" not in masks.output  # motp is not among the default metrics
     assert "num_switches" in masks.output and "HOTA" in masks.output
 
 
@@ -109,7 +108,11 @@ def test_other_mask_names_need_mask_pattern(tmp_path, cfg):
     result = _run("evaluate", cfg, "--prediction", tmp_path / "01_RES", "--truth", tmp_path / "01_GT")
     assert result.exit_code == 1
     assert "no mask files named maskTTT.tif (the Cell Tracking Challenge names) (got ['frame_0000.tif'" \
-        in result.output and "--mask-pattern 'frame_*.tif'" in result.output
+        in result.output and "--mask-pattern 'frame_*.tif' to bioloop evaluate" in result.output
+    renamed = _run("ctc-fix", tmp_path / "01_RES", tmp_path / "renamed", "--mask-pattern", "frame_*.tif")
+    assert renamed.exit_code == 0, renamed.output
+    assert sorted(p.name for p in (tmp_path / "renamed").iterdir())[:2] == ["mask000.tif", "mask001.tif"]
+    assert _run("evaluate", cfg, "--prediction", tmp_path / "renamed", "--truth", tmp_path / "01_GT").exit_code == 0
     # --mask-pattern names the masks of both folders
     for f in sorted((tmp_path / "01_GT" / "TRA").glob("man_track*.tif")):
         f.rename(f.with_name(f"frame_{int(f.stem[9:]):04d}.tif"))
@@ -136,3 +139,102 @@ def test_untracked_predictions_count_or_are_excluded_with_a_count(tmp_path, cfg)
     assert excluded.exit_code == 0, excluded.output
     assert "1 untracked predicted instance(s) excluded" in excluded.output
     assert re.search(r"num_false_positives\s+0\n", excluded.output)
+
+
+def test_mask_matching_follows_the_ctc_rule_where_boxes_do_not(tmp_path, cfg):
+    import tifffile
+
+    for folder, prefix, table in (("01_GT/TRA", "man_track", "man_track.txt"), ("01_RES", "mask", "res_track.txt")):
+        (tmp_path / folder).mkdir(parents=True)
+        for t in range(3):
+            m = np.zeros((32, 48), np.uint16)
+            m[10:16, 10:16] = 1
+            if prefix == "mask" and t == 1:
+                m[12, 16:36] = 1  # a 20-pixel tail: box IoU 36 / 156, mask IoU 36 / 56
+            tifffile.imwrite(tmp_path / folder / f"{prefix}{t:03d}.tif", m)
+        (tmp_path / folder / table).write_text("1 0 2 0\n")
+    names = "runner.metrics.test=['num_misses','num_false_positives','motp']"
+    boxes = _run("evaluate", cfg, "--prediction", tmp_path / "01_RES", "--truth", tmp_path / "01_GT", "-s", names,
+                 "--report", tmp_path / "b.json")
+    masks = _run("evaluate", cfg, "--prediction", tmp_path / "01_RES", "--truth", tmp_path / "01_GT", "-s", names,
+                 "--match", "mask", "--report", tmp_path / "m.json")
+    assert boxes.exit_code == 0 and masks.exit_code == 0, boxes.output + masks.output
+    b, m = (json.loads((tmp_path / f).read_text()) for f in ("b.json", "m.json"))
+    assert (b["metrics"]["num_misses"], b["metrics"]["num_false_positives"]) == (1, 1)
+    assert (m["metrics"]["num_misses"], m["metrics"]["num_false_positives"]) == (0, 0)
+    assert m["metrics"]["motp"] == pytest.approx((1 - 36 / 56) / 3)
+    assert m["motp_convention"] == "1 - mask IoU" and "motp (1 - mask IoU)" in masks.output
+    assert b["metrics"]["DET"] == m["metrics"]["DET"] == 1.0  # DET always matches by masks
+    # HOTA on mask IoU: the 0.643 pair is a TP for the 12 alphas 0.05..0.60, not for the 7 above
+    assert m["metrics"]["LocA"] == pytest.approx((12 * (2 + 36 / 56) / 3 + 7 * 1.0) / 19)
+
+
+def test_ctc_fix_reports_unlisted_absent_labels_and_impossible_parents(tmp_path):
+    import tifffile
+
+    _write(tmp_path / "in", dict(GT), gt=False)
+    m = tifffile.imread(tmp_path / "in" / "mask002.tif")
+    m[60:64, 60:64] = 30  # in the masks, not in the table
+    tifffile.imwrite(tmp_path / "in" / "mask002.tif", m)
+    with open(tmp_path / "in" / "res_track.txt", "a") as f:
+        f.write("31 0 1 0\n")  # in the table, no pixels
+    text = (tmp_path / "in" / "res_track.txt").read_text().replace("5 2 6 0", "5 2 6 1")  # 1 ends at 7
+    (tmp_path / "in" / "res_track.txt").write_text(text)
+    lines = []
+    report = fix_ctc(tmp_path / "in", tmp_path / "out", say=lines.append)
+    assert report["unlisted"] == [30] and report["absent"] == [31] and report["parents_dropped"] == {5: 1}
+    assert lines == ["mask labels not in res_track.txt added without parent: [30]",
+                     "labels listed in res_track.txt with no pixels left out: [31]",
+                     "label 5: parent 1 does not end before it begins; written without parent"]
+    table = {int(r[0]): r.tolist() for r in read_ctc_tracks(tmp_path / "out" / "res_track.txt")}
+    assert table[30] == [30, 2, 2, 0] and 31 not in table and table[5] == [5, 2, 6, 0]
+    assert check_ctc(tmp_path / "out") == []
+
+
+def test_pairing_and_pattern_messages(tmp_path, cfg):
+    from bioloop import api
+    from bioloop.errors import ConfigError, DataError
+    from bioloop.tasks.tracking.io_ctc import mask_files
+
+    for seq in ("01", "02"):
+        _write(tmp_path / "gt" / f"{seq}_GT" / "TRA", dict(GT), gt=True)
+    _write(tmp_path / "res" / "03_RES", dict(GT), gt=False)
+    _write(tmp_path / "res" / "01_RES", dict(GT), gt=False)
+    c = api.load_config(cfg)
+    with pytest.raises(DataError, match=r"no ground truth for result sequence\(s\) \['03'\] \(got \['01', '02'\]\)"):
+        api.evaluate(c, prediction=str(tmp_path / "res"), truth=str(tmp_path / "gt"))
+    (tmp_path / "res" / "03_RES").rename(tmp_path / "03_RES")
+    result = _run("evaluate", cfg, "--prediction", tmp_path / "res", "--truth", tmp_path / "gt")
+    assert result.exit_code == 0, result.output
+    assert "ground-truth sequence(s) ['02'] have no result and are not scored" in result.output
+    with pytest.raises(ConfigError, match="evaluate: 2 predictions for 1 ground truths"):
+        api.evaluate(c, prediction=[str(tmp_path / "res"), str(tmp_path / "res")], truth=str(tmp_path / "gt"))
+    mot = tmp_path / "a.txt"
+    mot.write_text("1,1,10,10,5,5\n")
+    with pytest.raises(DataError, match="a CTC folder is scored against a CTC folder"):
+        api.evaluate(c, prediction=str(tmp_path / "res" / "01_RES"), truth=str(mot))
+    with pytest.raises(ConfigError, match="mask matching needs CTC folders"):
+        api.evaluate(c, prediction=str(mot), truth=str(mot), match="mask")
+    (tmp_path / "mot_res").mkdir()
+    (tmp_path / "mot_res" / "SEQ.txt").write_text("1,1,10,10,5,5\n")
+    with pytest.raises(DataError, match=r"no ground truth for 1 result\(s\) \(got \['SEQ.txt'\]\); expect "):
+        api.evaluate(c, prediction=str(tmp_path / "mot_res"), truth=str(tmp_path / "gt"))
+    folder = str(tmp_path / "res" / "01_RES")
+    with pytest.raises(ConfigError, match=r"mask_pattern: needs exactly one '\*' where the frame number is"):
+        mask_files(folder, "mask", "frame.tif")
+    with pytest.raises(DataError, match=r"no mask files match 'frame_\*.tif'"):
+        mask_files(folder, "mask", "frame_*.tif")
+    assert sorted(mask_files(folder, "mask", "mask*.tif")) == list(range(8))
+    res = tmp_path / "res" / "01_RES"
+    (res / "mask0003.tif").write_bytes((res / "mask003.tif").read_bytes())
+    with pytest.raises(DataError, match=r"two mask files for frame 3"):
+        mask_files(folder, "mask", "mask*.tif")
+
+
+def test_untracked_ground_truth_is_an_error(tmp_path, cfg):
+    gt = tmp_path / "gt.csv"
+    gt.write_text("TRACK_ID,FRAME,POSITION_X,POSITION_Y\n1,0,10,10\n,0,50,50\n1,1,11,10\n")
+    result = _run("evaluate", cfg, "--prediction", gt, "--truth", gt)
+    assert result.exit_code == 1
+    assert "gt.csv: 1 ground-truth instance(s) have no track (got 1); give every true instance a track" \
+        in result.output

@@ -36,20 +36,23 @@ GT = {
 }
 
 
-def _write(folder, spec, gt: bool, sizes=None):
+def _write(folder, spec, gt: bool, sizes=None, depth: int | None = None, slices=None):
+    """CTC folder of ``spec``; 3D with ``depth`` z-slices (``slices[(label, t)] = (z0, z1)``, default all)."""
     import tifffile
 
     folder.mkdir(parents=True)
-    masks = [np.zeros(SHAPE, np.uint16) for _ in range(T)]
+    shape = SHAPE if depth is None else (depth, *SHAPE)
+    masks = [np.zeros(shape, np.uint16) for _ in range(T)]
     for lab, (_p, frames) in spec.items():
         assert sorted(frames) == list(range(min(frames), max(frames) + 1)), lab
         for t, (r, c) in frames.items():
             h, w = (sizes or {}).get((lab, t), (SIDE, SIDE))
-            assert not masks[t][r:r + h, c:c + w].any(), (lab, t)  # the generator never overlaps objects
-            masks[t][r:r + h, c:c + w] = lab
+            z = slice(*(slices or {}).get((lab, t), (0, depth))) if depth else ...
+            assert not masks[t][z, r:r + h, c:c + w].any(), (lab, t)  # the generator never overlaps objects
+            masks[t][z, r:r + h, c:c + w] = lab
     prefix, table = ("man_track", "man_track.txt") if gt else ("mask", "res_track.txt")
     for t, m in enumerate(masks):
-        tifffile.imwrite(folder / f"{prefix}{t:03d}.tif", m)
+        tifffile.imwrite(folder / f"{prefix}{t:03d}.tif", m, photometric="minisblack")
     with open(folder / table, "w") as f:
         for lab, (parent, frames) in sorted(spec.items()):
             f.write(f"{lab} {min(frames)} {max(frames)} {parent}\n")
@@ -131,3 +134,18 @@ def test_ctc_measures_equal_py_ctcmetrics(tmp_path, name):
     for key in ("NS", "FN", "FP", "ED", "EA", "EC"):
         assert ours[key] == ref[f"AOGM_{key}"], key
     assert ours["AOGM"] == pytest.approx(ref["AOGM"], abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["swap", "combined"])
+def test_ctc_measures_equal_py_ctcmetrics_in_3d(tmp_path, name):
+    gt, res, sizes = _case(name)
+    # 4 slices; result objects 3 and 12 cover only 2 of them (half: no match) or 3 (a match) in some frames
+    slices = {**{(3, t): (0, 2) for t in (4, 5)}, **{(12, t): (1, 4) for t in range(2, 8)}}
+    _write(tmp_path / "01_GT" / "TRA", gt, gt=True, depth=4)
+    _write(tmp_path / "01_RES", res, gt=False, sizes=sizes, depth=4, slices=slices)
+    ours = ctc_scores(tmp_path / "01_GT" / "TRA", tmp_path / "01_RES")
+    ref = ctc_eval.evaluate_sequence(str(tmp_path / "01_RES"), str(tmp_path / "01_GT"),
+                                     metrics=["DET", "TRA", "LNK", "CT", "TF", "BC(3)", "CCA"], threads=1)
+    assert ours["FN"] == ref["AOGM_FN"] >= 2
+    for key in CTC_MEASURES:
+        assert (ours[key] is None and ref[key] is None) or ours[key] == pytest.approx(ref[key], abs=1e-12), key

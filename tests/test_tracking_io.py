@@ -1,5 +1,6 @@
 """Tracking formats: SLEAP, Cell Tracking Challenge, MOTChallenge, TrackMate readers; writers; find_pairs."""
 
+import os
 import pickle
 import shutil
 
@@ -91,6 +92,46 @@ def test_write_slp_round_trip_keeps_ids_and_points(ds, tmp_path):
         np.testing.assert_array_equal(a.track_ids, b.track_ids)
         np.testing.assert_allclose(a.points, b.points, atol=1e-4)
     assert back.read_frame(0).shape == (*ds.image_size, 3)
+
+
+def _moved_slp(src: str, dest, stored: str) -> str:
+    """A copy of a .slp whose video path is ``stored`` (e.g. where it lived on another machine)."""
+    import sleap_io as sio
+
+    labels = sio.load_slp(src, open_videos=False)
+    labels.videos[0].replace_filename(stored, open=False)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    sio.save_slp(labels, str(dest), verbose=False)
+    return str(dest)
+
+
+def test_a_dead_video_path_uses_the_same_name_file_next_to_the_slp_and_says_so_once(ds, tmp_path, capsys):
+    slp = _moved_slp(ds.slp_path, tmp_path / "moved" / "tracking.slp", "/gone/data/tracking.mp4")
+    os.symlink(ds.video_path, tmp_path / "moved" / "tracking.mp4")
+    [seq] = read_slp(slp)
+    read_slp(slp)
+    assert seq.video == str(tmp_path / "moved" / "tracking.mp4") and seq.read_frame(0).shape == (*ds.image_size, 3)
+    assert capsys.readouterr().err.splitlines() == [
+        f"{slp}: video /gone/data/tracking.mp4 not found; reading {tmp_path / 'moved' / 'tracking.mp4'} (same "
+        "name, next to the .slp; --video remaps the path)"]
+
+
+def test_video_remaps_a_file_a_folder_or_an_old_prefix(ds, tmp_path):
+    folder = os.path.dirname(ds.video_path)
+    slp = _moved_slp(ds.slp_path, tmp_path / "elsewhere" / "t.slp", "/gone/data/tracking.mp4")
+    assert read_slp(slp)[0].video is None  # nothing next to it: frames fail when read, saying how to fix
+    with pytest.raises(DataError, match=r"video file not found: /gone/data/tracking.mp4.*--video"):
+        read_slp(slp)[0].read_frame(0)
+    for remap in (ds.video_path, folder, f"/gone/data={folder}", f"/gone/data/={folder}/"):
+        [seq] = read_slp(slp, remap)
+        assert os.path.samefile(seq.video, ds.video_path), remap
+        assert seq.read_frame(3).shape == (*ds.image_size, 3)
+    assert read_slp(slp, "/other=/x")[0].video is None  # a prefix that does not match leaves the path
+    with pytest.raises(DataError, match=r"t.slp: the video folder has no tracking.mp4"):
+        read_slp(slp, str(tmp_path))
+    with pytest.raises(ConfigError, match=r"t.slp: a video remap needs the old prefix before '='.*"
+                                          r"--video /old/videos=/new/videos"):
+        read_slp(slp, f"={folder}")
 
 
 # ------------------------------------------------------------------ Cell Tracking Challenge

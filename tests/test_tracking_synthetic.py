@@ -108,3 +108,34 @@ def test_ctc_3d_sequence_with_a_division(tmp_path):
     assert lab[z, y, x] == 3 and set(np.unique(lab)) == {0, 2, 3, 4}
     with pytest.raises(ConfigError, match="too many objects"):
         make_ctc_3d(tmp_path / "x", n_objects=20)
+
+
+def test_crossing_dataset_equal_speed_colours_and_detection_gaps(tmp_path):
+    from bioloop.data.synthetic_tracking import make_crossing_dataset
+    from bioloop.tasks.tracking.io import read_slp
+
+    ds = make_crossing_dataset(tmp_path / "a", n_frames=40, n_objects=4, seed=5)
+    again = make_crossing_dataset(tmp_path / "b", n_frames=40, n_objects=4, seed=5)
+    assert np.array_equal(ds.images, again.images) and np.array_equal(ds.visible, again.visible)
+    # every detection gap ends: objects vanish and come back, and some gaps are long
+    for i in range(4):
+        seen = np.flatnonzero(ds.visible[:, i])
+        assert len(seen) >= 10 and (np.diff(seen) > 1).any()
+    assert not ds.visible.all()
+    # one common speed (wall bounces keep it), so motion alone cannot tell the objects apart
+    steps = []
+    for i in range(4):
+        for t in range(39):
+            if ds.visible[t, i] and ds.visible[t + 1, i]:
+                steps.append(np.linalg.norm(ds.positions[t + 1, i] - ds.positions[t, i]))
+    assert 2.0 < np.median(steps) <= 2.5 + 1e-9
+    # distinct colours: each object's mean pixel colour differs by far more than the noise
+    seq = read_slp(ds.slp_path)[0]
+    assert [len(f) for f in seq.frames] == ds.visible.sum(1).tolist()
+    means = []
+    for i in range(4):
+        t = int(np.flatnonzero(ds.visible[:, i])[0])
+        x, y = np.round(ds.positions[t, i]).astype(int)
+        means.append(ds.images[t, y - 1:y + 2, x - 1:x + 2].reshape(-1, 3).mean(0))
+    gaps = [np.abs(a - b).max() for k, a in enumerate(means) for b in means[k + 1:]]
+    assert min(gaps) > 60

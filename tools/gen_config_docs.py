@@ -75,6 +75,15 @@ early_stopping = {"patience": 8, "min_delta": 0.001}
 - **Relative paths** in settings marked *path* below resolve against the folder of the config
   file, not the working folder. The output templates `model_save_path` and `logs_save_path`
   start at `base_experiment_path` (by default that folder too).
+- **Other tools' config files as written**: a Lightning Pose `config.yaml`, a DeepLabCut 3
+  `pytorch_config.yaml` or a DREEM/GTR YAML is given to any command directly
+  (`bioloop train config.yaml`), and their keys work in a Python config and after `-s`
+  (`-s trainer.max_epochs=5`). Each key maps to the bioloop setting with the same meaning
+  (tables at the end of each task below); errors name your key and its line, a key with no
+  counterpart is reported, and a `note:` line says where bioloop does a detail differently.
+  `bioloop init --from config.yaml my_config.py` writes the equivalent annotated Python config.
+- **`bioloop config check`** also checks what training would refuse at its start: the input
+  files exist and the model builds (on the meta device; nothing is downloaded).
 """
 
 
@@ -326,6 +335,34 @@ def _render_task(name: str, task, done: dict[type, str]) -> list[str]:
         heading = title if title and len(groups) > 1 else f"{name[:1].upper() + name[1:]} settings"
         out += ["", f"### {heading}", ""] + _table(schema, group)
     out += _sections(schema, [*changed, *own], done)
+    out += _spellings(schema)
+    return out
+
+
+def _spellings(schema) -> list[str]:
+    """One table per other tool whose config files this task reads as written."""
+    if not hasattr(schema, "spelling_tables"):
+        return []
+    out = []
+    tables = schema.documented_spellings() if hasattr(schema, "documented_spellings") else schema.spelling_tables()[0]
+    for table in tables:
+        kind = "section" if table.tool.endswith("detector") else "config file (YAML, or these keys in a Python config)"
+        out += ["", f"### {table.tool} keys", "",
+                f"A {table.tool} {kind} maps key by key; "
+                "a key not listed is reported, never dropped. *no effect* keys accept only the values "
+                "listed (any value where none is).", "",
+                "| their key | bioloop setting | meaning |", "| --- | --- | --- |"]
+        for row in table.rows:
+            if row.target is not None:
+                target = "-> " + _code(row.target)
+            elif row.convert is not None:
+                target = "(converted, see meaning)"
+            else:
+                target = "*no effect*" + ("" if isinstance(row.accept, str) else
+                                          ": " + ", ".join(_code(repr(a)) for a in row.accept))
+            meaning = row.meaning + (f"; default {row.default!r} when the section is given"
+                                     if repr(row.default) != "<unset>" else "")
+            out.append(f"| {_code(row.source)} | {target} | {_escape(meaning)} |")
     return out
 
 

@@ -36,6 +36,7 @@ class ConfigSource:
     given: tuple[str, ...] = ()  # top-level settings the file or an override set
     spelling: str | None = None  # the other tool whose spelling the file uses (e.g. "Lightning Pose")
     notes: tuple[str, ...] = ()  # what a mapping of another tool's key did differently
+    names: tuple[tuple[str, str], ...] = ()  # (bioloop key, the user's key and line) for messages
 
     @property
     def name(self) -> str:
@@ -303,7 +304,8 @@ def build_config(settings: dict[str, Any], *, where: str, base: Path, overrides:
     if source is not None:
         source = attrs.evolve(source, given=tuple(settings),
                               spelling=translation.tool if translation is not None else None,
-                              notes=translation.notes if translation is not None else ())
+                              notes=translation.notes if translation is not None else (),
+                              names=tuple(names.items()))
     cfg, more = structure_section(schema, settings, where=where, names=names)
     problems.extend(more)
     if problems:

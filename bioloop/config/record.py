@@ -17,12 +17,13 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bioloop.data.atomic import atomic_write_bytes as _write_atomic
 
 RESOLVED_NAME = "resolved_config.yaml"
 RUN_JSON = "run.json"
@@ -129,23 +130,6 @@ def _dump_yaml(resolved: dict) -> str:
 def _write_json(path: Path, record: dict) -> None:
     text = json.dumps(record, indent=2, default=str) + "\n"
     _write_atomic(path, text.encode("utf-8"))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _read_previous(path: Path) -> Any:

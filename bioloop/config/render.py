@@ -61,6 +61,13 @@ def python_config(source: Path) -> str:
         if comment:
             body.append(f"# {comment}")
         body.append(f"{key} = {text}")
+    for name, field in fields.items():  # defaults relative to the config's folder: keep them at the source's
+        default = field.default
+        if not field.metadata.get("path") or name in translation.values or not isinstance(default, (str, Path)) \
+                or Path(default).is_absolute():
+            continue
+        body.append(f"# {field.metadata.get('doc', '')}; the default ({str(default)!r}) next to {source.name}")
+        body.append(f"{name} = {str((base / default).resolve())!r}")
     for note in translation.notes:
         body.append(f"# note: {note}")
     text = "\n".join(out + sorted(imports) + ([""] if imports else []) + body) + "\n"

@@ -144,6 +144,7 @@ class Translation:
     notes: tuple[str, ...]
     problems: tuple[str, ...]
     tool: str | None
+    rejected: tuple[str, ...] = ()  # source keys behind the problems
 
 
 def _lookup(values, key: str):
@@ -202,13 +203,15 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
     through unchanged.
     """
     lines = lines or {}
-    origins = origins or {}
+    origins = dict(origins or {})
+    from_cli = set(origins)  # keys the command line set: they win over the file
     if table is None:
         table, problems = detect(values, tables, where=where, ambiguous=ambiguous)
         if problems:
             return Translation(dict(values), {}, (), tuple(problems), None)
     if table is None:
         return Translation(dict(values), {}, (), (), None)
+    rejected: list[str] = []
 
     def label(path: str) -> str:
         if path in origins:
@@ -237,6 +240,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
         if top in table.shared and not whole_file:
             assignments.append((path, value, path, None))  # bioloop's own key inside a shared section
             return
+        rejected.append(path)
         problems.append(f"{where}: {label(path)}: {table.tool}'s setting has no counterpart in bioloop "
                         f"(got {value!r}); remove it, or see docs/configuration.md for bioloop's settings")
 
@@ -257,6 +261,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
                 if target is None:
                     result = {}  # accepted without effect
         except Unsupported as exc:
+            rejected.append(path)
             problems.append(f"{where}: {label(path)}: {exc} (got {value!r})")
             return
         if row.note:
@@ -269,6 +274,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
 
     out: dict = {}
     native: dict[str, str] = {}
+    defaulted: set[str] = set()
     for key, value in values.items():
         if key in foreign:
             walk(key, value)
@@ -281,6 +287,7 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
         parent = row.source.rsplit(".", 1)[0]
         if _lookup(values, parent)[0] and not _lookup(values, row.source)[0]:
             origins.setdefault(row.source, f"{table.tool}'s default {row.source}={row.default!r}")
+            defaulted.add(row.source)
             apply(row, "", row.source, row.default)
     names: dict[str, str] = {k: label(k) for k in lines if k.split(".")[0] in native}
     written: dict[str, str] = {}
@@ -291,14 +298,18 @@ def translate(values: dict, tables, *, where: str, lines: dict[str, int] | None 
             continue
         present, existing = _lookup(out, key)
         owner = written.get(key) or native.get(key.split(".")[0])
-        if present and owner and existing != value:
+        if present and owner and existing != value and (
+                (source in from_cli) != (owner in from_cli) or source in defaulted):
+            if owner in from_cli or source in defaulted:
+                continue  # a command-line override wins over the file, anything over a default
+        elif present and owner and existing != value:
             problems.append(f"{where}: {label(source)} and {label(owner)} both set bioloop's '{key}' "
                             f"(got {value!r} and {existing!r}); keep one of them")
             continue
         set_dotted(out, key, value)
         written[key] = source
         names[key] = label(source)
-    return Translation(out, names, tuple(notes), tuple(problems), table.tool)
+    return Translation(out, names, tuple(notes), tuple(problems), table.tool, tuple(rejected))
 
 
 def _present(out: dict, assignments, section: str) -> bool:

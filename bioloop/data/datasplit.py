@@ -13,12 +13,12 @@ import csv
 import io
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
 
+from bioloop.data.atomic import atomic_write_text
 from bioloop.errors import DataError
 
 USAGES = ("train", "validate")
@@ -71,18 +71,7 @@ def write_datasplit(csv_path: str | os.PathLike, entries: Iterable[CropEntry]) -
         gt_field = f"{gt_ds}/[{','.join(entry.classes)}]" if gt_ds else f"[{','.join(entry.classes)}]"
         writer.writerow([entry.usage, raw_root, raw_ds, gt_root, gt_field])
     target = Path(csv_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(target, buffer.getvalue(), newline="")
 
 
 def _parse_row(row: list[str], where: str, folder: Path) -> CropEntry:

@@ -13,6 +13,12 @@ apart. Layouts written under ``root``::
     mot/SYN-01/gt/gt.txt + img1/000001.jpg    MOTChallenge: ids id + 1, body boxes
 
 ``make_ctc_3d(root)`` writes a small 3D CTC sequence (blobs, sphere markers, optionally one division).
+
+``make_crossing_dataset(root)`` is the case where position alone is not enough: objects of clearly
+different colours move in straight lines at one common speed, bouncing off the walls, so their paths
+cross again and again; a detection is dropped while two objects are close (as if occluded) and at
+random for short gaps, so tracks vanish at a crossing and reappear past it. A nearest-position
+linker then swaps them; appearance tells them apart. Written as .slp + mp4 (the detected instances).
 """
 
 from __future__ import annotations
@@ -381,3 +387,67 @@ def make_ctc_3d(root, *, n_frames: int = 8, n_objects: int = 3, shape: tuple[int
     return Ctc3dDataset(root=os.fspath(out), raw_dir=os.fspath(raw), tra_dir=os.fspath(tra),
                         track_path=os.fspath(tra / "man_track.txt"), labels=labels, positions=pos, table=table,
                         shape=(Z, H, W), radius=float(radius))
+
+
+_COLOURS = np.array([[225, 45, 45], [45, 200, 60], [50, 80, 235], [235, 215, 40], [200, 60, 220], [40, 210, 215]],
+                    dtype=np.float64)
+
+
+def _bounce(rng, T, N, H, W, speed):
+    """Straight paths at ``speed`` px/frame reflected at the walls (margin ``_MARGIN``): (T, N, 2), headings."""
+    lo, hi = np.array([_MARGIN, _MARGIN]), np.array([W - 1 - _MARGIN, H - 1 - _MARGIN])
+    p = rng.uniform(lo, hi, (N, 2))
+    ang = rng.uniform(0, 2 * np.pi, N)
+    v = speed * np.stack([np.cos(ang), np.sin(ang)], 1)
+    pos, head = np.empty((T, N, 2)), np.empty((T, N, 2))
+    for t in range(T):
+        pos[t], head[t] = p, v / speed
+        p = p + v
+        for k in (0, 1):  # reflect at the walls
+            low, high = p[:, k] < lo[k], p[:, k] > hi[k]
+            p[low, k] = 2 * lo[k] - p[low, k]
+            p[high, k] = 2 * hi[k] - p[high, k]
+            v[low | high, k] *= -1
+    return pos, head
+
+
+def make_crossing_dataset(root, *, n_frames: int = 60, n_objects: int = 4, image_size: tuple[int, int] = (64, 96),
+                          speed: float = 2.5, seed: int = 0, occlusion_dist: float = 12.0, gap_rate: float = 0.03,
+                          max_gap: int = 4) -> TrackingDataset:
+    """Distinctly coloured objects crossing at equal speed, with detection gaps (see the module doc).
+
+    ``occlusion_dist``: both detections are dropped while two objects' centres are closer (px);
+    ``gap_rate``: chance per object and frame that a random gap of 1..``max_gap`` frames starts.
+    ``visible`` is True where an instance is in the .slp (the detections); every object is drawn in
+    every frame. Deterministic per ``seed``; at most ``len(_COLOURS)`` objects."""
+    if not 1 <= n_objects <= len(_COLOURS) or n_frames < 2:
+        raise ConfigError.at("make_crossing_dataset", f"needs 1..{len(_COLOURS)} objects and >= 2 frames",
+                             got=(n_objects, n_frames), fix="use fewer objects or more frames")
+    H, W = int(image_size[0]), int(image_size[1])
+    rng = np.random.default_rng(seed)
+    pos, head = _bounce(rng, n_frames, n_objects, H, W, float(speed))
+    d = np.linalg.norm(pos[:, :, None] - pos[:, None], axis=-1) + np.eye(n_objects)[None] * 1e9
+    detected = d.min(axis=2) >= occlusion_dist
+    for i in range(n_objects):
+        t = 0
+        while t < n_frames:
+            if rng.random() < gap_rate:
+                g = int(rng.integers(1, max_gap + 1))
+                detected[t:t + g, i] = False
+                t += g
+            t += 1
+    looks = [(_COLOURS[i], rng.uniform(0.15, 0.45), rng.uniform(0, 2 * np.pi)) for i in range(n_objects)]
+    images, boxes = _render(H, W, pos, head, np.ones((n_frames, n_objects), bool), rng, looks)
+    pts = np.stack([pos + 0.8 * _HALF_LEN * head, pos, pos - 0.8 * _HALF_LEN * head], axis=2)
+    pts = np.where(detected[..., None, None], pts, np.nan)
+    out = Path(root)
+    out.mkdir(parents=True, exist_ok=True)
+    video, slp = out / "tracking.mp4", out / "tracking.slp"
+    write_mp4(video, images, FPS, "install opencv-python(-headless) with FFMPEG support")
+    _write_slp(slp, video, pts, detected, (H, W))
+    return TrackingDataset(root=os.fspath(out), video_path=os.fspath(video), slp_path=os.fspath(slp), ctc_root=None,
+                           ctc_raw_dir=None, ctc_tra_dir=None, ctc_track_path=None, mot_txt=None, mot_img_dir=None,
+                           images=images, points=pts, positions=np.where(detected[..., None], pos, np.nan),
+                           boxes=np.where(detected[..., None], boxes, np.nan), visible=detected,
+                           ids=np.arange(n_objects), ctc_table=_track_table(detected, np.arange(1, n_objects + 1)),
+                           crossing_pair=None, image_size=(H, W), disc_radius=0.0)

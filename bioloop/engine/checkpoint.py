@@ -11,7 +11,6 @@ import math
 import os
 import re
 import string
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import IO, Any
 import torch
 from torch import nn
 
+from bioloop.data.atomic import atomic_write
 from bioloop.errors import CheckpointError
 
 MANIFEST_NAME = "manifest.json"
@@ -378,39 +378,13 @@ def _check_record(record: Any) -> None:
 
 
 def _write_atomic(path: Path, write: Callable[[IO], Any], *, binary: bool) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
     try:
-        mode_kwargs = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8"}
-        with os.fdopen(fd, **mode_kwargs) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, Exception):
-            raise CheckpointError.at(
-                path, f"could not write the file ({type(exc).__name__}: {exc})",
-                fix="check free disk space and write permission; the previous file is unchanged",
-            ) from exc
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        return atomic_write(path, write, binary=binary)
+    except Exception as exc:
+        raise CheckpointError.at(
+            path, f"could not write the file ({type(exc).__name__}: {exc})",
+            fix="check free disk space and write permission; the previous file is unchanged",
+        ) from exc
 
 
 def _torch_load(path: Path, map_location: Any) -> Any:

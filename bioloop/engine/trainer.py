@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from bioloop._version import __version__
 from bioloop.config.record import update_run_json, write_run_records
 from bioloop.config.resolved import to_plain
 from bioloop.engine import progress

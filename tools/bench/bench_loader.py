@@ -235,6 +235,40 @@ def loader_mode(args, folder: Path) -> None:
                   f"| {med(ours, 'first_batch_s'):.2f} / {med(theirs, 'first_batch_s'):.2f} "
                   f"| {med(ours, 'peak_rss_mb'):.0f} / {med(theirs, 'peak_rss_mb'):.0f} "
                   f"| {med(ours, 'pss_mb'):.0f} / {med(theirs, 'pss_mb'):.0f} |", flush=True)
+    print("DataLoader transport alone (zero tensors of the same shapes, no data work), samples/s: " + ", ".join(
+        f"{row} {w} workers {transport_ceiling(row, w, args.batches):.0f}" for row in args.rows.split(",")
+        for w in (0, 2)))
+
+
+class _Zeros:
+    """A dataset of zero tensors shaped like a row's samples: what DataLoader workers cost by themselves."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __len__(self):
+        return 10**6
+
+    def __getitem__(self, key):
+        import torch
+
+        spatial = self.shape[1:] if self.shape[0] == 1 else self.shape
+        return {"raw": torch.zeros(1, *spatial), "target": torch.zeros(len(CLASSES), *spatial)}
+
+
+def transport_ceiling(row: str, workers: int, batches: int) -> float:
+    """Samples/s of a DataLoader over zero tensors of the row's shapes (no data work at all)."""
+    import torch
+
+    shape, batch = ROWS[row]
+    loader = torch.utils.data.DataLoader(_Zeros(shape), batch_size=batch, num_workers=workers,
+                                         persistent_workers=workers > 0)
+    it = iter(loader)
+    next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch / (time.perf_counter() - start)
 
 
 def crops_mode(args, folder: Path) -> None:

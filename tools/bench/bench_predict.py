@@ -101,6 +101,47 @@ def throughput(tmp: Path, patch: int, batch: int, shape, block, repeats: int, ro
     print(f"ratio pipeline / model-only (median): {float(np.median(ratios)):.3f}")
 
 
+def trivial(tmp: Path, patch: int, batch: int, shape, rounds: int) -> None:
+    """A 1x1 convolution: ``bioloop predict``'s pipeline vs the plain forward over the very tiles it computes.
+
+    The pipeline (read, normalise, tile, forward, sigmoid, blend, write) runs once per round; the
+    forward of its model is timed on every call, the batches recorded, and the plain forward then
+    replays exactly those batch shapes from memory. Alternating; ratio = plain forward s / pipeline s.
+    """
+    torch.manual_seed(0)
+    model = torch.nn.Conv3d(1, 2, 1).eval()
+    cfg, extras = _settings((patch,) * 3, batch)
+    path = _volume(tmp / "raw.zarr" / "trivial", shape)
+    shapes, forward = [], model.forward
+
+    def recorded(t):
+        shapes.append(tuple(t.shape))
+        return forward(t)
+
+    pipeline, plain = [], []
+    for _ in range(rounds):
+        shapes.clear()
+        model.forward = recorded
+        start = time.perf_counter()
+        P.predict_volume(cfg, model, extras=extras, input=path, output=str(tmp / "trivial.zarr"),
+                         overwrite=True, show_progress=False)
+        pipeline.append(time.perf_counter() - start)
+        model.forward = forward
+        inputs = {s: torch.rand(s) for s in set(shapes)}
+        with torch.inference_mode():
+            start = time.perf_counter()
+            for s in shapes:
+                model(inputs[s])
+            plain.append(time.perf_counter() - start)
+    tiles = sum(s[0] for s in shapes)
+    ratios = [b / a for a, b in zip(pipeline, plain)]
+    print(f"1x1 conv, {patch}^3 tiles, batch {batch}, volume {shape}: {len(shapes)} forward batches, {tiles} tiles")
+    print("pipeline tiles/s:      " + ", ".join(f"{tiles / v:.0f}" for v in pipeline))
+    print("plain forward tiles/s: " + ", ".join(f"{tiles / v:.0f}" for v in plain))
+    print("ratio per round:       " + ", ".join(f"{v:.3f}" for v in ratios))
+    print(f"ratio pipeline / plain forward (median): {float(np.median(ratios)):.3f}")
+
+
 def memory(tmp: Path, shapes, block) -> None:
     for shape in shapes:
         path = _volume(tmp / "raw.zarr" / f"mem{shape[0]}", shape)
@@ -147,6 +188,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="batches per model-only run")
     parser.add_argument("--rounds", type=int, default=3, help="pipeline runs (model-only runs around each)")
+    parser.add_argument("--mode", choices=["all", "trivial"], default="all",
+                        help="'trivial': only the 1x1-convolution pipeline vs plain forward")
     parser.add_argument("--memory-child", nargs=3, metavar=("INPUT", "OUTPUT", "BLOCK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -155,6 +198,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
+        trivial(tmp, 48, 8, shape=(96, 192, 192), rounds=args.rounds)
+        if args.mode == "trivial":
+            return
         throughput(tmp, args.patch, args.batch, shape=(48, 96, 96), block=None, repeats=args.repeats,
                    rounds=args.rounds)
         memory(tmp, shapes=[(192, 192, 192), (384, 384, 384)], block=(64, 64, 64))

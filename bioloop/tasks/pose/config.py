@@ -125,23 +125,11 @@ class DetectorSettings:
 
     @staticmethod
     def unwrap_settings(values):
-        """Map DeepLabCut's nested ``detector`` spelling onto the flat settings.
+        """DeepLabCut's nested ``detector`` spelling -> the flat settings (the ``DETECTOR`` table in
+        ``bioloop/tasks/pose/spellings.py``); keys without a row are reported, not dropped."""
+        from bioloop.tasks.pose.spellings import unwrap_detector
 
-        Settings without a counterpart stay in the dict under their dotted name (e.g.
-        ``runner.foo``) so the strict loader reports them. Dropped on purpose, because they do
-        not change results: ``data.colormode: RGB``, ``normalize_images: true``, ``runner.type:
-        DetectorTrainingRunner``, ``snapshots.save_optimizer_state`` (the optimizer is always
-        saved so training can resume) and ``train_settings.dataloader_*`` / ``display_iters``.
-        """
-        if not isinstance(values, dict) or not any(k in _DETECTOR_DLC_SECTIONS for k in values):
-            return values
-        flat: dict = {}
-        for section in _DETECTOR_DLC_SECTIONS:
-            if section in values:
-                _unwrap_detector_dlc(section, values[section], flat)
-        # flat names win over nested ones (e.g. `-s detector.epochs=1` on a DLC-spelled section)
-        flat.update({k: val for k, val in values.items() if k not in _DETECTOR_DLC_SECTIONS})
-        return flat
+        return unwrap_detector(values)
 
     def check(self) -> list[str]:
         if self.variant not in DETECTORS:
@@ -150,48 +138,6 @@ class DetectorSettings:
             return [f"variant: unknown detector {self.variant!r}{did_you_mean(self.variant, DETECTORS)}; "
                     f"use one of {', '.join(DETECTORS)}"]
         return []
-
-
-_DETECTOR_DLC_SECTIONS = ("data", "model", "runner", "train_settings")
-_DETECTOR_DLC_MAP = {  # dotted DLC key -> flat setting
-    "data.train.hflip": "hflip", "model.variant": "variant", "model.pretrained": "pretrained",
-    "runner.optimizer": "optimizer", "runner.scheduler": "scheduler", "runner.eval_interval": "validate_every",
-    "runner.load_scheduler_state_dict": "load_scheduler_state_dict",
-    "runner.snapshots.max_snapshots": "max_snapshots", "runner.snapshots.save_epochs": "save_every_n_epochs",
-    "train_settings.batch_size": "batch_size", "train_settings.epochs": "epochs"}
-_DETECTOR_DLC_IGNORED = {  # dotted DLC key -> the only value(s) accepted without effect (None: any value)
-    "data.colormode": ("RGB",), "data.train.normalize_images": (True,), "data.inference.normalize_images": (True,),
-    "runner.type": ("DetectorTrainingRunner",), "runner.snapshots.save_optimizer_state": None,
-    "train_settings.dataloader_workers": None, "train_settings.dataloader_pin_memory": None,
-    "train_settings.display_iters": None}
-_DETECTOR_DLC_BRANCHES = {key.rsplit(".", i)[0] for key in (*_DETECTOR_DLC_MAP, *_DETECTOR_DLC_IGNORED)
-                          for i in range(1, key.count(".") + 1)}
-_DETECTOR_DLC_TYPES = {"FasterRCNN": None, "SSDLite": "ssdlite320_mobilenet_v3_large"}
-
-
-def _unwrap_detector_dlc(prefix: str, value: Any, flat: dict) -> None:
-    """Flatten one DLC section into ``flat``; unmapped keys stay under their dotted name."""
-    if prefix == "model" and isinstance(value, dict) and "type" in value:
-        value = dict(value)
-        kind = value.pop("type")
-        implied = _DETECTOR_DLC_TYPES.get(kind, "?") if isinstance(kind, str) else "?"
-        variant = value.get("variant")
-        if implied == "?" or (implied and variant not in (None, implied)) or \
-                (kind == "FasterRCNN" and isinstance(variant, str) and not variant.startswith("fasterrcnn")):
-            flat["model.type"] = kind  # FasterRCNN | SSDLite, matching the variant: reported as unknown
-        elif implied and variant is None:
-            value["variant"] = implied
-    if prefix in _DETECTOR_DLC_BRANCHES and isinstance(value, dict):
-        for key, inner in value.items():
-            _unwrap_detector_dlc(f"{prefix}.{key}", inner, flat)
-        return
-    if prefix in _DETECTOR_DLC_MAP:
-        flat[_DETECTOR_DLC_MAP[prefix]] = value
-    elif prefix in _DETECTOR_DLC_IGNORED and (_DETECTOR_DLC_IGNORED[prefix] is None or any(
-            value == ok and type(value) is type(ok) for ok in _DETECTOR_DLC_IGNORED[prefix])):
-        return
-    else:
-        flat[prefix] = value
 
 
 @attrs.frozen(kw_only=True)
@@ -253,6 +199,13 @@ class PoseConfig(TrainingConfig):
         from bioloop.tasks.pose import spellings
 
         return spellings.TABLES, spellings.AMBIGUOUS
+
+    @staticmethod
+    def documented_spellings():
+        """Every table, for docs/configuration.md (the detector's is read inside the detector section)."""
+        from bioloop.tasks.pose import spellings
+
+        return (*spellings.TABLES, spellings.DETECTOR)
 
     def check(self) -> list[str]:
         problems = super().check()

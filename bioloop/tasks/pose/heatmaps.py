@@ -20,7 +20,7 @@ import torch
 from bioloop.config.structure import did_you_mean as _did_you_mean
 from bioloop.errors import ConfigError, DataError
 
-__all__ = ["DLC_LOCREF_STD", "confidence_radius", "heatmap_confidence", "soft_argmax", "decode_heatmaps", "decode_with_offsets", "encode_offsets",
+__all__ = ["DLC_LOCREF_STD", "confidence_radius", "heatmap_confidence", "ideal_mass", "soft_argmax", "decode_heatmaps", "decode_with_offsets", "encode_offsets",
            "heatmap_loss", "heatmap_size", "make_heatmaps", "to_heatmap_coords",
            "to_input_coords"]
 
@@ -205,6 +205,19 @@ def confidence_radius(sigma: float) -> int:
     return max(1, int(math.floor(2.0 * float(sigma))))
 
 
+def ideal_mass(sigma: float) -> float:
+    """Share of a Gaussian target of width ``sigma`` (on a pixel centre) inside its confidence window.
+
+    The target is separable, so the share is ``(sum_{|d|<=r} g(d) / sum_d g(d)) ** 2`` with
+    ``g(d) = exp(-d^2 / (2 sigma^2))`` and ``r = confidence_radius(sigma)``; e.g. 0.922 for sigma 1.25.
+    """
+    r = confidence_radius(sigma)
+    span = r + int(math.ceil(12 * float(sigma))) + 1
+    g = [math.exp(-(d * d) / (2.0 * float(sigma) ** 2)) for d in range(-span, span + 1)]
+    inner = sum(g[span - r:span + r + 1])
+    return (inner / sum(g)) ** 2
+
+
 def _pick_confidence(confidence, logits: bool) -> str:
     if confidence is None:
         return "mass" if logits else "peak"
@@ -227,7 +240,8 @@ def _confidence(maps: torch.Tensor, logits: bool, mode: str, rows: torch.Tensor,
             pos = work.clamp_min(0)
             prob = pos / pos.sum(dim=(-2, -1), keepdim=True).clamp_min(_TINY)
         vals, inside, _, _ = _window(prob, rows, cols, confidence_radius(sigma))
-        conf = torch.where(inside, vals, torch.zeros_like(vals)).sum(dim=(-2, -1)).to(maps.dtype)
+        mass = torch.where(inside, vals, torch.zeros_like(vals)).sum(dim=(-2, -1))
+        conf = (mass / ideal_mass(sigma)).to(maps.dtype)  # a map as sharp as the target scores 1
     return conf.clamp(0, 1)
 
 
@@ -255,8 +269,10 @@ def decode_heatmaps(heatmaps: torch.Tensor, stride: int, *, logits: bool = False
     confident Gaussian, near 0 for a flat map. ``"mass"`` (the default, and the only choice, for
     logits, the kl/js models; Lightning Pose's): the probability mass of the softmaxed
     (sum-normalised, for maps) heatmap within ``confidence_radius(sigma)`` pixels of the argmax,
-    ``sigma`` being the target's width in heatmap pixels — about 0.9 for a sharp peak, the
-    window's share of the pixels for a uniform map (an absent or hidden keypoint).
+    ``sigma`` being the target's width in heatmap pixels, divided by the mass the training target
+    itself holds there (``ideal_mass``) and clipped — 1 for a peak as sharp as the target, about the
+    window's share of the pixels for a uniform map (an absent or hidden keypoint). The division keeps
+    thresholds such as ``confidence_thresh_for_vid = 0.9`` reachable for any sigma.
     """
     heatmaps = _check_maps(heatmaps)
     stride = _check_stride(stride)

@@ -356,13 +356,14 @@ def check_keypoints(labels: PoseLabels, keypoint_names=None, num_keypoints=None,
 
 def write_dlc_csv(path, labels_or_arrays, scorer: str = "bioloop", likelihood=None, *,
                   keypoint_names=None, image_paths=None, frame_indices=None,
-                  individuals=None) -> Path:
+                  individuals=None, root=None) -> Path:
     """Write keypoints as a DLC-style CSV with x, y, likelihood columns.
 
     Takes a PoseLabels or an (N, K, 2) / (N, A, K, 2) array (then ``keypoint_names`` is
     required). One animal gives DLC's 3 header rows (read back with ``header=[0,1,2]``),
-    several give 4 (``header=[0,1,2,3]``). The index is the image paths (relative to the
-    CSV's folder when inside it) or, without images, the frame indices.
+    several give 4 (``header=[0,1,2,3]``). The index is the image paths (relative to ``root``,
+    default the CSV's folder, when inside it, e.g. ``labeled-data/video0/img0000.png`` for a
+    project's ``data_dir``; absolute otherwise) or, without images, the frame indices.
     """
     if isinstance(labels_or_arrays, PoseLabels):
         lab = labels_or_arrays
@@ -383,7 +384,8 @@ def write_dlc_csv(path, labels_or_arrays, scorer: str = "bioloop", likelihood=No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if image_paths is not None and any(image_paths):
-        index = pd.Index([_relative(p, path.parent) for p in image_paths])
+        base = path.parent if root is None else Path(root)
+        index = pd.Index([_relative(p, base) for p in image_paths])
     else:
         index = pd.RangeIndex(n) if frame_indices is None else pd.Index(
             np.asarray(frame_indices, dtype=np.int64))
@@ -396,6 +398,17 @@ def write_dlc_csv(path, labels_or_arrays, scorer: str = "bioloop", likelihood=No
                                           names=list(_HEADER_NAMES))
     pd.DataFrame(data, index=index, columns=cols).to_csv(path)
     return path
+
+
+def check_files(labels, where: str) -> None:
+    """Every labeled image and video of ``labels`` exists, or one DataError listing the missing ones."""
+    wanted = [p for p in labels.image_paths if p] + sorted({v for v in (labels.video_paths or []) if v})
+    missing = list(dict.fromkeys(p for p in wanted if not os.path.isfile(p)))
+    if missing:
+        shown = missing[:10] + ([f"... ({len(missing) - 10} more)"] if len(missing) > 10 else [])
+        raise DataError.at(where, f"{len(missing)} of the {len(wanted)} labeled images/videos are missing",
+                           got=shown, fix="restore them, or fix the paths in the labels file (they are "
+                           "relative to its folder)")
 
 
 def _relative(image: str, folder: Path) -> str:

@@ -112,7 +112,7 @@ def write_overlay_video(video_path: str | os.PathLike, keypoints, confidence,
                         confidence_thresh: float = 0.9, show_progress: bool = True,
                         radius: int | None = None, names: Sequence[str] | None = None,
                         edges=None, batch_size: int = 64) -> Path:
-    """Write ``out_path`` (mp4v, the source's fps) with ``keypoints (T, K, 2)`` drawn on every
+    """Write ``out_path`` (H.264 where OpenCV can, else mp4v; the source's fps) with ``keypoints (T, K, 2)`` drawn on every
     frame of ``video_path`` where ``confidence (T, K) >= confidence_thresh``; T = video length."""
     kp = np.asarray(keypoints, dtype=np.float64)
     with VideoReader(video_path) as reader:
@@ -130,7 +130,8 @@ def write_overlay_video(video_path: str | os.PathLike, keypoints, confidence,
     radius = _default_radius(hw) if radius is None else radius
     show = _visible(kp, conf, confidence_thresh)
     out_path = Path(out_path)
-    writer = open_mp4_writer(out_path, fps, hw, fix="check the folder is writable and the name ends in .mp4")
+    writer = open_mp4_writer(out_path, fps, hw, fix="check the folder is writable and the name ends in .mp4",
+                             codec="h264")
     bar = tqdm(total=n_frames, desc=f"overlay {out_path.name}", unit="frame",
                disable=not progress_enabled(not show_progress))
     try:

@@ -11,16 +11,16 @@ Temporal context models (``heatmap_mhcrnn``) get windows t-2..t+2: neighbouring 
 from __future__ import annotations
 
 import os
-import queue
-import threading
+import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bioloop.data.prefetch import prefetch  # re-exported: the reader every prediction shares
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
 
@@ -49,61 +49,6 @@ def is_context_model(model, extras: dict | None = None) -> bool:
 
     net = getattr(model, "module", model)  # DistributedDataParallel
     return isinstance(net, HeatmapMHCRNN) or (extras or {}).get("model_type") == "heatmap_mhcrnn"
-
-
-_END = object()
-
-
-class _Failure:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-def prefetch(items: Iterable, depth: int = 2) -> Iterator:
-    """Iterate ``items`` on a background thread, at most ``depth`` items ahead, in order.
-
-    An exception raised while producing an item is raised here, at that item. Closing the
-    returned generator early stops the thread (and closes ``items`` if it is a generator).
-    """
-    slots: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        iterator = iter(items)
-        try:
-            for item in iterator:
-                if not put(item):
-                    return
-            put(_END)
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            put(_Failure(error))
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=work, name="bioloop-pose-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = slots.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _read_image(path) -> np.ndarray:
@@ -261,12 +206,14 @@ def _open_source(source: Path) -> tuple[list | None, int, tuple | None, float | 
 
 
 def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, save_video=None, overwrite=False,
-                 device=None, show_progress=True, slp_output=None) -> Path:
+                 device=None, show_progress=True, slp_output=None, written: list | None = None) -> Path:
     """Predict ``input`` (a video file or an image folder) into the CSV ``output``; returns its path.
 
     ``slp_output`` also writes the predictions as a SLEAP .slp file; ``save_video`` (default
     ``eval.save_vids_after_training``) an overlay mp4 next to the CSV (videos only). Top-down
     configs (``method = "td"``) detect the animals first and write every one (``_predict_topdown``).
+    Image rows are indexed by the image path relative to ``data_dir`` (``labeled-data/...``, as
+    Lightning Pose and DeepLabCut write them). Every file written is appended to ``written``.
     """
     from bioloop.tasks.pose.data import unresize_keypoints
 
@@ -309,8 +256,10 @@ def predict_pose(cfg, model, task, *, extras, input, output, batch_size=None, sa
                 bar.update(len(sizes))
         bar.close()
         kp, conf = np.stack(keypoints), np.concatenate(confidence)
-    _write_outputs(cfg, source, out, slp, kp, conf, names, paths, sizes_all, frame_hw, fps, save_video,
-                   show_progress)
+    files = _write_outputs(cfg, source, out, slp, kp, conf, names, paths, sizes_all, frame_hw, fps, save_video,
+                           show_progress)
+    if written is not None:
+        written.extend(files)
     return out
 
 
@@ -339,23 +288,29 @@ def _predict_topdown(cfg, model, task, source, paths, total, batch_size, device,
 
 
 def _write_outputs(cfg, source, out, slp, kp, conf, names, paths, sizes_all, frame_hw, fps, save_video,
-                   show_progress) -> None:
-    """The CSV (one or several animals), the optional .slp and the optional overlay video."""
+                   show_progress) -> list[Path]:
+    """The CSV (one or several animals), the optional .slp and the optional overlay video; their paths."""
     from bioloop.tasks.pose.labels import write_dlc_csv
 
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = {"image_paths": [str(p) for p in paths]} if paths is not None else {"frame_indices": np.arange(len(kp))}
-    write_dlc_csv(out, kp, likelihood=conf, keypoint_names=names, **rows)
+    write_dlc_csv(out, kp, likelihood=conf, keypoint_names=names, root=getattr(cfg, "data_dir", None), **rows)
+    files = [out]
     if slp is not None:
         same = len(set(map(tuple, sizes_all))) == 1
         write_predictions_slp(slp, kp, conf, names, video=None if paths else source, image_paths=paths,
                               frame_shape=frame_hw or (tuple(sizes_all[0]) if same else None), fps=fps)
+        files.append(slp)
     want_video = cfg.eval.save_vids_after_training if save_video is None else save_video
     if want_video and paths is None:
         from bioloop.tasks.pose.overlay import write_overlay_video
 
         multi = kp.ndim == 4  # every animal drawn: (T, A * K, 2)
-        write_overlay_video(source, kp.reshape(len(kp), -1, 2), conf.reshape(len(kp), -1),
-                            out.with_suffix(".labeled.mp4"), colormap=cfg.eval.colormap,
-                            confidence_thresh=cfg.eval.confidence_thresh_for_vid, show_progress=show_progress,
-                            names=None if multi else names)
+        files.append(write_overlay_video(source, kp.reshape(len(kp), -1, 2), conf.reshape(len(kp), -1),
+                                         out.with_suffix(".labeled.mp4"), colormap=cfg.eval.colormap,
+                                         confidence_thresh=cfg.eval.confidence_thresh_for_vid,
+                                         show_progress=show_progress, names=None if multi else names))
+    elif want_video and save_video:
+        print(f"predict: no overlay video for {source}: overlays are drawn on videos, not image folders",
+              file=sys.stderr)
+    return files

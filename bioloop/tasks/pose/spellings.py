@@ -10,6 +10,8 @@ dict that shows neither is an error rather than a guess.
 
 from __future__ import annotations
 
+import sys
+
 from bioloop.config.spellings import Row, Table, Unsupported
 
 _DLC_METRICS = {"test.mAP": "oks_map", "test.mAR": "oks_map", "test.rmse": "rmse/mean",
@@ -298,10 +300,76 @@ DEEPLABCUT = Table(
             meaning="page-locked batches, " + _NO_EFFECT + " (bioloop pins when training on CUDA)"),
         Row("train_settings.display_iters", "logger.log_every_n_steps", meaning="iterations between log lines"),
     ),
-    markers=("runner", "train_settings", "net_type", "metadata", "resume_training_from", "model.backbone:dict",
+    markers=("runner.type", "runner.snapshots", "runner.key_metric", "runner.eval_interval", "runner.optimizer",
+             "runner.gpus", "train_settings", "net_type", "metadata", "resume_training_from", "model.backbone:dict",
              "model.heads", "data.colormode", "data.train", "data.inference"),
     shared={"logger": ("type",), "device": (), "method": ()},
 )
+
+# ---------------------------------------------------------------- DeepLabCut 3, the top-down detector
+_DETECTOR_TYPES = {"FasterRCNN": None, "SSDLite": "ssdlite320_mobilenet_v3_large"}
+
+
+def _detector_type(value, ctx):
+    if value not in _DETECTOR_TYPES:
+        raise Unsupported("DeepLabCut's detectors are FasterRCNN and SSDLite")
+    variant, implied = ctx.get("model.variant"), _DETECTOR_TYPES[value]
+    if implied and variant not in (None, implied) or \
+            value == "FasterRCNN" and isinstance(variant, str) and not variant.startswith("fasterrcnn"):
+        raise Unsupported(f"model.variant {variant!r} is not a {value}")
+    return {"variant": implied} if implied and variant is None else {}
+
+
+def _detector_optimizer_state(value, ctx):
+    if value is False:
+        ctx.note("the detector's snapshots always keep the optimizer state (its training resumes exactly)")
+    return {}
+
+
+DETECTOR = Table(
+    tool="DeepLabCut detector",
+    rows=(
+        Row("data.colormode", None, convert=_colormode, meaning="RGB or BGR frames"),
+        Row("data.train.hflip", "hflip", meaning="horizontal flips while training the detector"),
+        Row("data.train.normalize_images", accept=(True,), meaning="ImageNet normalisation (bioloop: always)"),
+        Row("data.inference.normalize_images", accept=(True,), meaning="ImageNet normalisation (bioloop: always)"),
+        Row("model.type", None, convert=_detector_type, meaning="FasterRCNN or SSDLite, matching the variant"),
+        Row("model.variant", "variant", meaning="the torchvision detector"),
+        Row("model.pretrained", "pretrained", meaning="pretrained weights (a local file here)"),
+        Row("runner.type", accept=("DetectorTrainingRunner",), meaning="the detector's runner"),
+        Row("runner.optimizer", "optimizer", meaning="{type, params} of a torch optimizer"),
+        Row("runner.scheduler", "scheduler", meaning="{type, params} of a scheduler"),
+        Row("runner.eval_interval", "validate_every", meaning="epochs between evaluations"),
+        Row("runner.load_scheduler_state_dict", "load_scheduler_state_dict", meaning="restore the scheduler"),
+        Row("runner.snapshots.max_snapshots", "max_snapshots", meaning="snapshots kept"),
+        Row("runner.snapshots.save_epochs", "save_every_n_epochs", meaning="epochs between snapshots"),
+        Row("runner.snapshots.save_optimizer_state", None, convert=_detector_optimizer_state,
+            meaning="keep the optimizer state in snapshots"),
+        Row("train_settings.batch_size", "batch_size", meaning="images per batch"),
+        Row("train_settings.epochs", "epochs", meaning="detector training epochs"),
+        Row("train_settings.dataloader_workers", meaning="DataLoader workers (the pose model's num_workers)"),
+        Row("train_settings.dataloader_pin_memory", meaning="page-locked batches, " + _NO_EFFECT),
+        Row("train_settings.display_iters", meaning="iterations between log lines, " + _NO_EFFECT),
+    ),
+    markers=("data", "model", "runner", "train_settings"),
+)
+
+
+def unwrap_detector(values):
+    """DeepLabCut's nested ``detector`` section -> DetectorSettings' flat keys; a key without a row stays under
+    its dotted name, so the strict loader reports it (the section's own flat names win)."""
+    from bioloop.config.spellings import _lookup, translate
+
+    if not isinstance(values, dict) or not DETECTOR.evidence(values):
+        return values
+    flat_names = {k: k for k in values if k not in DETECTOR.sections}  # they win, like an override
+    result = translate(values, [DETECTOR], where="detector", table=DETECTOR, origins=flat_names)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    flat = dict(result.values)
+    flat.update({path: _lookup(values, path)[1] for path in result.rejected})
+    return flat
+
 
 TABLES = (LIGHTNING_POSE, DEEPLABCUT)
 AMBIGUOUS = ("model",)

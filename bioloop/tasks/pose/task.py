@@ -111,9 +111,11 @@ class PoseTask(Task):
     def build_datasets(self, cfg):
         from bioloop.tasks.pose.augment import build_augmentation
         from bioloop.tasks.pose.data import PoseFrames
+        from bioloop.tasks.pose.labels import check_files
         from bioloop.tasks.pose.split import write_split
 
         labels = load_labels(cfg)
+        check_files(labels, str(labels_path(cfg)))  # every missing image at once, before the first batch
         split = self._split(cfg, labels)
         write_split(Path(cfg.run_dir) / "split.csv", split, labels)
         augmentation = build_augmentation(cfg.imgaug, labels.keypoint_names, _where(cfg, "imgaug"),
@@ -347,7 +349,7 @@ class PoseTask(Task):
         with the best checkpoint into ``<run_dir>/video_preds/`` (+ overlay mp4s with
         ``eval.save_vids_after_training``). Top-down configs first train (or resume, or skip when
         finished) the detector into ``<checkpoint folder>/detector/``: ``{"detector_checkpoint": path}``."""
-        from bioloop.api import load_trained_model
+        from bioloop.engine.trained import load_trained_model
         from bioloop.tasks.pose.semi import VIDEO_SUFFIXES
 
         done: dict[str, Any] = {}
@@ -371,11 +373,16 @@ class PoseTask(Task):
         model, extras, path = load_trained_model(cfg)
         extras = {**extras, "checkpoint": str(path)}
         out_dir = Path(cfg.run_dir) / "video_preds"
-        written = [str(self.predict(cfg, model, extras=extras, input=str(v), output=str(out_dir / f"{v.stem}.csv"),
-                                    save_video=cfg.eval.save_vids_after_training, overwrite=True,
-                                    show_progress=not quiet))
-                   for v in videos]
-        return {**done, "video_predictions": written}
+        written: list = []  # every file: the CSVs and their overlay videos
+        csvs = [str(self.predict(cfg, model, extras=extras, input=str(v), output=str(out_dir / f"{v.stem}.csv"),
+                                 save_video=cfg.eval.save_vids_after_training, overwrite=True,
+                                 show_progress=not quiet, written=written))
+                for v in videos]
+        if not quiet and written:
+            import sys
+
+            print("video predictions written to " + ", ".join(map(str, written)), file=sys.stderr, flush=True)
+        return {**done, "video_predictions": csvs, "video_prediction_files": [str(p) for p in written]}
 
     def _score_test_split(self, cfg, labels, frames, quiet: bool) -> dict[str, float]:
         """The training checkpoint prediction would use (the best, else the latest) scored on the test
@@ -384,8 +391,8 @@ class PoseTask(Task):
 
         from torch.utils.data import DataLoader
 
-        from bioloop.api import load_trained_model
         from bioloop.engine.runtime import to_device
+        from bioloop.engine.trained import load_trained_model
         from bioloop.tasks.pose.evaluate import score_table, write_report
 
         model, _, path = load_trained_model(cfg)
@@ -401,11 +408,15 @@ class PoseTask(Task):
             dataset = PoseFrames(labels, frames, image_resize_dims=self._dims(cfg), **context)
         device = next(model.parameters()).device
         loader = DataLoader(dataset, batch_size=cfg.validation_batch_size or cfg.batch_size,
-                            collate_fn=getattr(self, "collate", None))
+                            collate_fn=self.collate)
         with torch.no_grad():
             parts = [self.validation_step(model, to_device(batch, device), None, cfg) for batch in loader]
         scores = self.reduce_validation(parts, cfg)
         names = list(cfg.keypoint_names or labels.keypoint_names)
+        if not cfg.keypoint_names:  # validation names keypoints kp<i> when the config does not list them
+            renamed = {f"/kp{i}": f"/{name}" for i, name in enumerate(names)}
+            scores = {next((k[:-len(a)] + b for a, b in renamed.items() if k.endswith(a)), k): v
+                      for k, v in scores.items()}
         table = score_table(scores, names)
         report = write_report(Path(cfg.run_dir) / "test_scores.json",
                               {"split": "test", "frames": int(len(frames)), "checkpoint": str(path),

@@ -68,8 +68,10 @@ def evaluate(cfg, *, prediction: str, truth: str | None = None, kind: str = "aut
             if name not in crop_classes:
                 continue
             found = _truth_of_class(cfg, image, truth_group, name, options)
-            if found is None:
-                continue  # this crop does not annotate the class
+            if found is None:  # this crop does not annotate the class
+                print(f"{truth_group}: no truth image for class '{name}' (looked for {truth_group}/{name}); "
+                      "not scored in this crop", file=sys.stderr, flush=True)
+                continue
             gt, truth_values = found
             row = _score(cfg, gt, truth_values, f"{pred_group}/{name}", name, kind, threshold, iou_threshold, options)
             shown = row.pop("_shown")
@@ -252,7 +254,7 @@ def _write_figure(path: Path, panels, scores, kinds, raw, options) -> None:
     raw = raw or _bioloop_attr(first["path"], "raw", options)
     raw_plane = None
     if raw:
-        volume = open_image(raw, None, storage_options=options)
+        volume = open_image(raw, tuple(first["gt"].scale), storage_options=options)  # on the truth's voxel size
         raw_plane = _on_truth_grid(volume, first["gt"], labels=False, where=str(raw))[z]
     else:
         print(f"{path}: no raw image recorded with the prediction; the figure shows truth and prediction only "

@@ -39,6 +39,7 @@ import torch.distributed as dist
 import zarr
 from tqdm.auto import tqdm
 
+from bioloop.data.atomic import atomic_write_text
 from bioloop.data.ngff import Volume, create_volume
 from bioloop.data.sources import open_image, open_native
 from bioloop.engine.progress import progress_enabled
@@ -167,6 +168,8 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
                disable=not progress_enabled(not show_progress))
     try:
         _pipeline(mine, runner, bar)
+    except DataError as exc:  # e.g. a model whose output does not fit the checkpoint's patch or classes
+        raise DataError(f"{exc} (model, patch {patch} and classes from {checkpoint})") from exc
     finally:
         bar.close()
     if distributed:
@@ -403,10 +406,8 @@ def _read_fingerprint(output: Path):
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # markers and metadata: losing one to a power cut only costs recomputing a block, so no fsync
+    atomic_write_text(path, text, fsync=False)
 
 
 def _write_block(block: _Block, probs: np.ndarray, classes) -> None:
@@ -444,7 +445,10 @@ class _Runner:
                 lo[a] = min(lo[a], int(starts[0]) - p.context[a])
                 hi[a] = max(hi[a], int(starts[-1]) - p.context[a] + p.patch_in[a])
         raw = block.job.volume.read(lo, [b - a for a, b in zip(lo, hi)], fill=0)
-        out = np.empty(raw.shape, np.float32)
+        if self.device.type == "cuda":  # page-locked, so the copy to the GPU runs asynchronously
+            out = torch.empty(raw.shape, dtype=torch.float32, pin_memory=True).numpy()
+        else:
+            out = np.empty(raw.shape, np.float32)
         slab = max(1, (1 << 20) // max(1, raw[0].size))  # bounds the normaliser's temporaries
         for z in range(0, raw.shape[0], slab):
             out[z:z + slab] = self.norm(raw[z:z + slab])
@@ -453,10 +457,14 @@ class _Runner:
     def compute(self, block: _Block, data, bar) -> np.ndarray:
         """(C, *block shape) probabilities, averaged over the passes."""
         origin, raw = data
-        x = torch.from_numpy(raw).to(self.device)
+        x = torch.from_numpy(raw).to(self.device, non_blocking=True)
         with torch.inference_mode():
-            total = sum(self._blend(block, k, p, x, origin, bar) for k, p in enumerate(self.passes))
-        return (total / len(self.passes)).cpu().numpy()
+            total = self._blend(block, 0, self.passes[0], x, origin, bar)
+            for k in range(1, len(self.passes)):
+                total += self._blend(block, k, self.passes[k], x, origin, bar)
+            if len(self.passes) > 1:
+                total /= len(self.passes)
+        return total.cpu().numpy()
 
     def _blend(self, block, k, p, x, origin, bar) -> torch.Tensor:
         tiles = _block_tiles(block, k, p)
@@ -478,7 +486,7 @@ class _Runner:
         inner = tuple(slice(a - o, b - o) for a, b, o in zip(block.start, block.stop, out_lo))
         if not bool((weight[inner] > 0).all()):  # a tiling bug: never write holes silently
             raise RuntimeError(f"internal error: block {block.index} {block.start}-{block.stop} has unpredicted voxels")
-        return acc[(slice(None), *inner)] / weight[inner]
+        return acc[(slice(None), *inner)].div_(weight[inner])
 
     def _forward(self, batch: torch.Tensor, p: _Pass) -> torch.Tensor:
         """Probabilities (B, C, *patch_out) for (B, 1, *patch_in), averaged over flips with tta."""
@@ -486,13 +494,15 @@ class _Runner:
             batch = batch.squeeze(p.drop + 2)
         spatial = range(2, batch.ndim)
         flips = [f for r in range(len(spatial) + 1) for f in itertools.combinations(spatial, r)] if self.tta else [()]
-        total = 0
+        total = None
         for axes in flips:
             logits = self.model(batch.flip(axes) if axes else batch)
             logits = (logits[0] if isinstance(logits, (list, tuple)) else logits).float()
             probs = torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)
-            total = total + (probs.flip(axes) if axes else probs)
-        total = total / len(flips)
+            probs = probs.flip(axes) if axes else probs
+            total = probs if total is None else total.add_(probs)
+        if len(flips) > 1:
+            total /= len(flips)
         total = total if p.drop is None else total.unsqueeze(p.drop + 2)
         expected = (batch.shape[0], len(self.classes), *p.patch_out)
         if tuple(total.shape) != expected:

@@ -168,7 +168,8 @@ class DatasetSettings:
     """One dataset (train, val or test): where the tracks are and how instances become crops."""
 
     slp_files: list[str] = setting(factory=list, doc="SLEAP label files (SleapDataset)")
-    video_files: list[str] = setting(factory=list, doc="videos of slp_files, in the same order")
+    video_files: list[str] = setting(factory=list, doc="videos of slp_files, in the same order: "
+                                     "a file, a folder holding the .slp's videos, or OLD=NEW remapping its stored paths")
     videos: list[str] = setting(factory=list, doc="microscopy: raw frame folders (CTC) or image folders (MOT)")
     tracks: list[str] = setting(factory=list, doc="microscopy: CTC TRA folders, MOT txt or TrackMate CSV files")
     source_format: Literal["auto", "slp", "ctc", "mot", "trackmate"] = setting(

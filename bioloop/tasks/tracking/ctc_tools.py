@@ -6,7 +6,7 @@
 uninterrupted run of frames, as the CTC tools require. A label that disappears and comes back
 keeps its label for its first run; each later run gets a new label whose parent is the previous
 run. Children keep their parent's last run that ends before they begin. The track table is
-rebuilt from the masks; everything it changes is reported.
+rebuilt from the masks; the masks get the CTC file names; everything it changes is reported.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def _runs(frames: list[int]) -> list[tuple[int, int]]:
 def fix_ctc(src, dst, *, pattern: str | None = None, say=print) -> dict:
     """Write a valid copy of the CTC label folder ``src`` to ``dst``; returns what changed.
 
-    Masks keep their file names (``pattern``: names other than man_trackTTT.tif / maskTTT.tif).
+    Masks are written under the CTC names (``man_trackTTT.tif`` / ``maskTTT.tif``), so ``pattern``
+    (other input names, see ``io_ctc.mask_files``) also converts a folder to those names.
     Keys of the result: ``split`` {old label: new labels}, ``unlisted`` (mask labels missing from
     the table, added without parent), ``absent`` (table labels with no pixels, left out),
     ``parents_dropped`` {label: parent} (no run of the parent ends before the child begins)."""
@@ -79,7 +80,9 @@ def fix_ctc(src, dst, *, pattern: str | None = None, say=print) -> dict:
     if dst.exists() and any(dst.iterdir()):
         raise DataError.at(str(dst), "already exists and is not empty", fix="choose a new output folder")
     table = read_ctc_tracks(src / table_name)
-    files = mask_files(str(src), "man_track" if table_name == "man_track.txt" else "mask", pattern)
+    prefix = "man_track" if table_name == "man_track.txt" else "mask"
+    files = mask_files(str(src), prefix, pattern)
+    digits = max(3, len(str(max(files))))
     from tqdm.auto import tqdm
 
     from bioloop.engine.progress import progress_enabled
@@ -120,7 +123,7 @@ def fix_ctc(src, dst, *, pattern: str | None = None, say=print) -> dict:
         dtype = mask.dtype if next_label <= np.iinfo(mask.dtype).max else np.uint32
         lut = np.array([next((new for a, b, new in relabel.get(int(i), []) if a <= t <= b), i) for i in ids],
                        dtype=dtype)
-        tifffile.imwrite(dst / Path(files[t]).name, lut[inv.reshape(mask.shape)], compression="zlib")
+        tifffile.imwrite(dst / f"{prefix}{t:0{digits}d}.tif", lut[inv.reshape(mask.shape)], compression="zlib")
     with open(dst / table_name, "w") as f:
         f.writelines(f"{l} {b} {e} {p}\n" for l, b, e, p in sorted(rows.values()))
     for lab, new in report["split"].items():

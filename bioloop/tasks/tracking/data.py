@@ -154,6 +154,10 @@ class TrackingClips(Dataset):
     ``train=True``: keys are ``(index, seed)`` (a plain int uses seed = index) and augmentation,
     NodeDropout and InstanceDropout are drawn from ``default_rng(seed)``; otherwise keys are ints
     and items are deterministic. Frames with more than ``max_objects`` instances are skipped.
+    Without an albumentations pixel transform (prediction, validation, most training) each frame is
+    read, cropped in its own dtype and dropped, so an item never holds the clip at full resolution
+    (32 frames of 2048x2048 RGB: 82 MiB peak instead of 3120, docs/benchmarks.md); a pixel transform
+    needs every frame of the clip at once (float32) to move them identically.
     ``settings``: a DatasetSettings (or dict) with crop_size, padding, anchors, augmentations,
     max_objects, mode. ``node_names`` overrides each sequence's own node names.
     """

@@ -63,6 +63,12 @@ def _mot_folder(pred: str, truth: str) -> list[tuple[str, str, str]]:
     if missing:
         raise DataError.at(truth, f"no ground truth for {len(missing)} result(s)", got=missing[:5],
                            fix="expect <truth>/<name>.txt or <truth>/<name>/gt/gt.txt for each <name>.txt")
+    scored = {name for name, _, _ in out}
+    truths = [c.stem for c in Path(truth).glob("*.txt")]
+    truths += [c.parent.parent.name for c in Path(truth).glob("*/gt/gt.txt")]
+    unscored = sorted(set(truths) - scored)
+    if unscored:
+        print(f"{truth}: ground-truth sequence(s) {unscored} have no result and are not scored")
     return out
 
 
@@ -86,6 +92,9 @@ def _ctc_pairs(pred: str, truth: str, pattern: str | None) -> list[tuple[str, st
             raise DataError.at(truth, f"no ground truth for result sequence(s) {lonely}", got=sorted(g_by),
                                fix="score results of the sequences the ground truth has")
         pairs = [(n, f, g_by[n]) for n, f in p_seqs]
+        unscored = sorted(set(g_by) - {n for n, _ in p_seqs})
+        if unscored:
+            print(f"{truth}: ground-truth sequence(s) {unscored} have no result and are not scored")
     messages = []
     for folder in dict.fromkeys(f for _, r, g in pairs for f in (g, r)):
         problems = check_ctc(folder, pattern)
@@ -194,11 +203,14 @@ def format_table(metrics: dict[str, Any] | dict[str, dict[str, Any]], labels: di
 
 def evaluate_tracking(cfg, *, prediction, truth=None, report=None, match: str | None = None,
                       match_threshold: float | None = None, video=None, untracked: str = "count",
-                      mask_pattern: str | None = None, **_options) -> dict[str, Any]:
+                      mask_pattern: str | None = None, show_progress: bool = False,
+                      **_options) -> dict[str, Any]:
     """``{"metrics": {...} (the OVERALL column, or the only sequence's), "sequences": {name: {...}},
     "table": str, "notes": [...]}``; ``report``: also write them as JSON."""
-    from bioloop.tasks.tracking.metrics import (accumulate, compute_many, mot_metrics_many, untracked_count,
-                                                with_untracked)
+    from tqdm.auto import tqdm
+
+    from bioloop.engine.progress import progress_enabled
+    from bioloop.tasks.tracking.metrics import accumulate, compute_many, untracked_count, with_untracked
     from bioloop.tasks.tracking.metrics_ctc import CTC_MEASURES, ctc_scores
     from bioloop.tasks.tracking.metrics_hota import hota, hota_combine, hota_summary
 
@@ -211,35 +223,40 @@ def evaluate_tracking(cfg, *, prediction, truth=None, report=None, match: str | 
     names = list(cfg.runner.metrics.test or ["num_switches", "mota", "idf1"])
     notes = []
     for p in pairs:
+        lost = untracked_count(p["gt"].frames)
+        if lost:
+            raise DataError.at(p["gt"].source or p["name"], f"{lost} ground-truth instance(s) have no track",
+                               got=lost, fix="give every true instance a track (proofread the labels) before "
+                                             "scoring identities")
         n = untracked_count(p["pred"].frames)
         if n:
             notes.append(f"{p['name']}: {n} untracked predicted instance(s) " +
                          ("counted as one-frame tracks" if untracked == "count" else "excluded (--untracked exclude)"))
-    mot_pairs, hota_parts = [], []
-    for p in pairs:
+    accs, hota_parts, ctc_rows = [], [], []
+    quiet = not show_progress or len(pairs) < 2
+    bar = tqdm(pairs, desc="scoring", unit="sequence", disable=not progress_enabled(quiet))
+    for p in bar:
         gt, pred = p["gt"].frames, with_untracked(p["pred"].frames, untracked, "evaluate")
-        overlap = _MaskOverlap(p["gt"], p["pred"]) if match == "mask" else None
-        mot_pairs.append((gt, pred, overlap))
+        if match == "mask":
+            overlap = _MaskOverlap(p["gt"], p["pred"])
+            accs.append(accumulate(gt, pred, distance_fn=_mask_distances(overlap), where=where))
+            similarity = (lambda g, _p, o=overlap: o(g.frame)[0])
+        else:
+            accs.append(accumulate(gt, pred, match, match_threshold, where=where))
+            similarity = None
         if match != "centroid":
-            hota_parts.append(hota(gt, pred, None if overlap is None else (lambda g, _p, o=overlap: o(g.frame)[0])))
-    if match == "mask":
-        accs = [accumulate(g, pr, distance_fn=_mask_distances(o), where=where) for g, pr, o in mot_pairs]
-        rows = compute_many(accs, [p["name"] for p in pairs], names, where)
-    else:
-        rows = mot_metrics_many([(g, pr) for g, pr, _ in mot_pairs], [p["name"] for p in pairs], names,
-                                match=match, threshold=match_threshold, where=where, untracked="count")
+            hota_parts.append(hota(gt, pred, similarity))
+        if p["ctc"] is not None:
+            ctc_rows.append(ctc_scores(p["ctc"][1], p["ctc"][0], pattern=mask_pattern))
+    rows = compute_many(accs, [p["name"] for p in pairs], names, where)
     if hota_parts:
         for p, part in zip(pairs, hota_parts):
             rows[p["name"]].update(hota_summary(part))
         rows["OVERALL"].update(hota_summary(hota_combine(hota_parts)))
     else:
         notes.append("HOTA/DetA/AssA need a similarity in [0, 1]: not computed with --match centroid")
-    ctc_rows = []
-    for p in pairs:
-        if p["ctc"] is not None:
-            scores = ctc_scores(p["ctc"][1], p["ctc"][0], pattern=mask_pattern)
-            rows[p["name"]].update({k: scores[k] for k in CTC_MEASURES})
-            ctc_rows.append(scores)
+    for p, scores in zip([p for p in pairs if p["ctc"] is not None], ctc_rows):
+        rows[p["name"]].update({k: scores[k] for k in CTC_MEASURES})
     if ctc_rows:
         for k in CTC_MEASURES:
             vals = [r[k] for r in ctc_rows if r[k] is not None and not math.isnan(r[k])]

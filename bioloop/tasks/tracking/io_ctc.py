@@ -40,8 +40,9 @@ def mask_files(folder: str, prefix: str, pattern: str | None = None, *, required
         others = sorted(n for n in os.listdir(folder) if n.lower().endswith((".tif", ".tiff")))
         raise DataError.at(folder, f"no mask files named {prefix}TTT.tif (the Cell Tracking Challenge names)",
                            got=others[:5] or sorted(os.listdir(folder))[:5],
-                           fix="rename them, or name the pattern: --mask-pattern 'frame_*.tif' "
-                               "(mask_pattern=...; '*' stands for the frame number)")
+                           fix=f"name them {prefix}TTT.tif (`bioloop ctc-fix IN OUT --mask-pattern 'frame_*.tif'` "
+                               "writes such a copy), or pass --mask-pattern 'frame_*.tif' to bioloop evaluate "
+                               "('*' stands for the frame number)")
     if pattern.count("*") != 1:
         raise ConfigError.at("mask_pattern", "needs exactly one '*' where the frame number is", got=pattern,
                              fix="e.g. 'frame_*.tif'")

@@ -77,7 +77,7 @@ class VideoFrames:
 
     def __call__(self, t: int) -> np.ndarray:
         if self._reader is None:
-            from bioloop.tasks.pose.video import VideoReader
+            from bioloop.data.video import VideoReader
 
             self._reader = VideoReader(self.path)
         return self._reader.read(int(t), 1)[0]

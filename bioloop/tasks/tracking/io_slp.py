@@ -7,6 +7,7 @@ Track ids are positions in the file's track list (``labels.tracks``); an instanc
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ __all__ = ["read_slp", "write_slp"]
 
 
 def _video_paths(video_path, n_videos: int, where: str) -> list[str | None]:
+    """One path per video (writers: ``video_path`` is one path, or a list with one per video)."""
     if video_path is None:
         return [None] * n_videos
     paths = [video_path] if isinstance(video_path, (str, os.PathLike)) else list(video_path)
@@ -30,33 +32,79 @@ def _video_paths(video_path, n_videos: int, where: str) -> list[str | None]:
     return [os.fspath(p) for p in paths]
 
 
-def _resolve(filename: str, base: Path) -> str | None:
-    """The stored video path, or the file of the same name next to the .slp when that one is gone."""
-    for cand in (filename, base / filename, base / Path(filename.replace("\\", "/")).name):
+def _stored_name(filename) -> str:
+    return str(filename).replace("\\", "/")
+
+
+def video_overrides(video_path, stored: Sequence, where: str) -> list[str | None]:
+    """The file to read for each video of a .slp (None: the stored path) from a ``--video`` remap.
+
+    ``video_path``: None; one video file (a .slp with one video); a list with one file per video;
+    a folder (each video is the file of the same name in it); or ``OLD=NEW`` (stored paths that start
+    with OLD start with NEW instead; the others stay).
+    """
+    if video_path is None:
+        return [None] * len(stored)
+    if not isinstance(video_path, (str, os.PathLike)):
+        return _video_paths(video_path, len(stored), where)
+    text = os.fspath(video_path)
+    if os.path.isdir(text):
+        out = []
+        for name in stored:
+            cand = os.path.join(text, Path(_stored_name(name)).name)
+            if not os.path.isfile(cand):
+                raise DataError.at(where, f"the video folder has no {Path(_stored_name(name)).name}", got=text,
+                                   fix="put the videos there under the names the .slp stores, or pass one file")
+            out.append(cand)
+        return out
+    if "=" in text and not os.path.exists(text):
+        old, new = text.split("=", 1)
+        old = old.replace("\\", "/")
+        if not old:
+            raise ConfigError.at(where, "a video remap needs the old prefix before '='", got=text,
+                                 fix="e.g. --video /old/videos=/new/videos")
+        return [new + _stored_name(n)[len(old):] if _stored_name(n).startswith(old) else None for n in stored]
+    return _video_paths(text, len(stored), where)
+
+
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def _resolve(filename: str, base: Path, slp_path: str = "") -> str | None:
+    """The stored video path, or the file of the same name next to the .slp when that one is gone
+    (said once per .slp and video)."""
+    same_name = base / Path(_stored_name(filename)).name
+    for cand in (filename, base / filename, same_name):
         if os.path.isfile(cand):
+            if cand is same_name and os.path.abspath(same_name) != os.path.abspath(base / filename) \
+                    and (slp_path, filename) not in _ANNOUNCED:
+                _ANNOUNCED.add((slp_path, filename))
+                print(f"{slp_path or base}: video {filename} not found; reading {same_name} (same name, next to "
+                      "the .slp; --video remaps the path)", file=sys.stderr, flush=True)
             return os.fspath(cand)
     return None
 
 
 def _source(video, index: int, override: str | None, slp_path: str, base: Path):
-    """(frame source, n_frames or None, (H, W) or None) for one video of the .slp."""
+    """(frame source, n_frames or None, (H, W) or None, the video file read or None) for one video."""
     shape = video.backend_metadata.get("shape") if video.backend_metadata else None
     meta_n = int(shape[0]) if shape else None
     meta_hw = (int(shape[1]), int(shape[2])) if shape else None
     filename = override if override is not None else video.filename
     if isinstance(filename, (list, tuple)):  # an image-list video
-        paths = [_resolve(f, base) or f for f in filename]
-        return ImageFrames(paths, where=slp_path), len(paths), meta_hw
+        paths = [_resolve(f, base, slp_path) or f for f in filename]
+        return ImageFrames(paths, where=slp_path), len(paths), meta_hw, None
     if override is None and str(filename).endswith(".slp"):  # frames embedded in the package
-        return SleapVideoFrames(slp_path, index), meta_n, meta_hw
-    path = _resolve(str(filename), base) if override is None else override
+        return SleapVideoFrames(slp_path, index), meta_n, meta_hw, None
+    path = _resolve(str(filename), base, slp_path) if override is None else override
     if path is None or not os.path.isfile(path):
         return (MissingFrames(slp_path, f"video file not found: {filename}",
-                              "pass video_path= to read_slp with the video's location"), meta_n, meta_hw)
+                              "pass --video (predict, evaluate, view-batch) or dataset video_files with the "
+                              "video's location, a folder holding it, or OLD=NEW"), meta_n, meta_hw, None)
     info = video_info(path)
     if info is None:
-        return VideoFrames(path), meta_n, meta_hw
-    return VideoFrames(path), info[0], info[1]
+        return VideoFrames(path), meta_n, meta_hw, path
+    return VideoFrames(path), info[0], info[1], path
 
 
 def _frame_instances(lf, tracks: dict, n_nodes: int, box_pad: float) -> Instances:
@@ -84,9 +132,10 @@ def read_slp(slp_path, video_path=None, *, where: str | None = None, box_pad: fl
     Points per skeleton node; boxes around each instance's points grown by ``box_pad`` px; track ids
     = index in the file's tracks (-1 without a track); scores = instance score (1 for user
     instances). A frame with user instances uses only those (its predictions are ignored).
-    Frames come lazily from the video: ``video_path`` (one path, or one per video) replaces the
-    stored path; a missing stored path is also looked for next to the .slp. The sequence covers
-    every frame of the video (frames without labels have no instances).
+    Frames come lazily from the video: ``video_path`` remaps the stored path (``video_overrides``:
+    one file, one per video, a folder, or ``OLD=NEW``); a missing stored path is also looked for
+    next to the .slp (said once). ``TrackSequence.video`` is the file actually read. The sequence
+    covers every frame of the video (frames without labels have no instances).
     """
     import sleap_io as sio
 
@@ -103,7 +152,8 @@ def read_slp(slp_path, video_path=None, *, where: str | None = None, box_pad: fl
                            fix="split the file per skeleton")
     names = list(labels.skeletons[0].node_names)
     tracks = {id(t): i for i, t in enumerate(labels.tracks)}
-    overrides = _video_paths(video_path, len(labels.videos), where)
+    overrides = video_overrides(video_path, [v.filename if isinstance(v.filename, str) else "" for v in labels.videos],
+                                where)
     base = Path(slp_path).parent
     by_video: dict[int, dict[int, Instances]] = {i: {} for i in range(len(labels.videos))}
     vindex = {id(v): i for i, v in enumerate(labels.videos)}
@@ -112,7 +162,7 @@ def read_slp(slp_path, video_path=None, *, where: str | None = None, box_pad: fl
     stem = Path(slp_path).name.removesuffix(".slp")
     out = []
     for i, video in enumerate(labels.videos):
-        source, n, hw = _source(video, i, overrides[i], slp_path, base)
+        source, n, hw, read_path = _source(video, i, overrides[i], slp_path, base)
         labeled = by_video[i]
         n = max(n or 0, max(labeled, default=-1) + 1)
         empty = np.zeros((0, len(names), 2))
@@ -120,7 +170,7 @@ def read_slp(slp_path, video_path=None, *, where: str | None = None, box_pad: fl
                   Instances(frame=t, points=empty, boxes=np.zeros((0, 4)), track_ids=[]) for t in range(n)]
         name = stem if len(labels.videos) == 1 else f"{stem}:{i}"
         out.append(TrackSequence(name=name, frames=frames, read_frame=source, node_names=names,
-                                 image_hw=hw, source=slp_path))
+                                 image_hw=hw, source=slp_path, video=read_path))
     return out
 
 

@@ -23,7 +23,7 @@ from bioloop.errors import ConfigError, DataError
 from bioloop.tasks.tracking.metrics_ctc import ctc_scores, read_ctc_folder
 from bioloop.tasks.tracking.types import Instances
 
-__all__ = ["accumulate", "compute_many", "ctc_scores", "mot_metrics", "mot_metrics_many", "read_ctc_folder",
+__all__ = ["accumulate", "compute_many", "ctc_scores", "mot_metrics", "read_ctc_folder",
            "untracked_count", "with_untracked"]
 
 DEFAULT_MOT_METRICS = ("num_switches", "num_false_positives", "num_misses", "mota", "idf1")
@@ -139,16 +139,6 @@ def mot_metrics(gt: Sequence[Instances], pred: Sequence[Instances],
     acc = accumulate(gt, pred, match, threshold, untracked, where)
     out = mm.metrics.create().compute(acc, metrics=names, return_dataframe=False)
     return {k: (float(v) if np.isscalar(v) else v) for k, v in out.items()}
-
-
-def mot_metrics_many(pairs: Sequence[tuple[Sequence[Instances], Sequence[Instances]]], names: Sequence[str],
-                     metrics: Sequence[str] = DEFAULT_MOT_METRICS, match: str = "iou",
-                     threshold: float | None = None, where: str = "metrics",
-                     untracked: str = "count") -> dict[str, dict[str, float]]:
-    """{sequence name: {metric: value}} for every (gt, pred) pair plus "OVERALL": motmetrics'
-    ``compute_many(..., generate_overall=True)`` (counts summed, ratios recomputed from the sums)."""
-    accs = [accumulate(g, p, match, threshold, untracked, where) for g, p in pairs]
-    return compute_many(accs, names, metrics, where)
 
 
 def compute_many(accs, names: Sequence[str], metrics: Sequence[str], where: str = "metrics") -> dict:

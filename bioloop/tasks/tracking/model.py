@@ -106,7 +106,7 @@ class VisualEncoder(nn.Module):
         build = _build_timm if backend == "timm" else _build_torchvision
         self.backbone, width = build(model_name, in_chans, dict(kwargs))
         if pretrained not in (False, None):
-            from bioloop.tasks.pose.backbones import load_weights
+            from bioloop.models.weights import load_weights
             load_weights(self.backbone, Path(pretrained), where=f"{_ENC}.pretrained")
         self.in_chans, self.d_model = in_chans, int(d_model)
         self.out_layer = nn.Linear(width, self.d_model)

@@ -57,7 +57,7 @@ def _clips(n: int, length: int) -> list[tuple[int, int, int]]:
 
 
 def _prefetch(items, depth: int = 2):
-    from bioloop.tasks.pose.predict import prefetch
+    from bioloop.data.prefetch import prefetch
 
     return prefetch(items, depth)
 
@@ -108,12 +108,12 @@ def track_sequence(model, seq: TrackSequence, cfg, *, settings=None, persistent:
 
 
 def _video_paths(path: str, seqs: list[TrackSequence], video: str | None) -> list[str]:
-    if video:
-        return [video] * len(seqs)
+    """The video each output sequence points at: the file its frames were read from (after a --video
+    remap or the same-name file next to the .slp), else the path the input stores."""
     import sleap_io as sio
 
-    labels = sio.load_slp(path, open_videos=False)
-    return [str(v.filename) for v in labels.videos]
+    stored = [str(v.filename) for v in sio.load_slp(path, open_videos=False).videos]
+    return [s.video or f for s, f in zip(seqs, stored)]
 
 
 def _check_output(output: Path, overwrite: bool) -> None:

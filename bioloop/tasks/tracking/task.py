@@ -74,8 +74,18 @@ def base_dir(cfg) -> Path:
     return Path(cfg.source.path).resolve().parent if cfg.source and getattr(cfg.source, "path", None) else Path.cwd()
 
 
-def load_sequences(settings, where: str, base: Path) -> list[TrackSequence]:
-    """Every sequence one DatasetSettings names (``dir`` or its file lists)."""
+def _anchor_video(path: str, base: Path) -> str:
+    """A video path, folder or ``OLD=NEW`` remap (read_slp) with relative paths anchored at ``base``."""
+    text = os.fspath(path)
+    if "=" in text and not os.path.exists(_anchor(text, base)):
+        old, new = text.split("=", 1)
+        return f"{old}={_anchor(new, base)}"
+    return _anchor(text, base)
+
+
+def load_sequences(settings, where: str, base: Path, video: str | None = None) -> list[TrackSequence]:
+    """Every sequence one DatasetSettings names (``dir`` or its file lists). ``video`` (``--video``)
+    replaces every labels file's video: one file, a folder, or an ``OLD=NEW`` remap of .slp paths."""
     from bioloop.tasks.tracking.io import find_pairs
 
     pairs: list[tuple[str, str | None]] = []
@@ -83,14 +93,17 @@ def load_sequences(settings, where: str, base: Path) -> list[TrackSequence]:
         pairs += find_pairs(settings.dir.path, settings.dir.labels_suffix, settings.dir.vid_suffix,
                             where=f"{where}.dir")
     videos = list(settings.video_files) or [None] * len(settings.slp_files)
-    pairs += [(_anchor(s, base), None if v is None else _anchor(v, base)) for s, v in zip(settings.slp_files, videos)]
+    pairs += [(_anchor(s, base), None if v is None else _anchor_video(v, base))
+              for s, v in zip(settings.slp_files, videos)]
     frames = list(settings.videos) or [None] * len(settings.tracks)
     pairs += [(_anchor(t, base), None if v is None else _anchor(v, base)) for t, v in zip(settings.tracks, frames)]
     if not pairs:
         raise ConfigError.at(where, "names no data", fix="set slp_files (+ video_files), tracks (+ videos) or dir")
+    if video is not None:
+        pairs = [(labels, _anchor_video(video, Path.cwd())) for labels, _ in pairs]
     out = []
-    for labels, video in pairs:
-        seqs = read_labels_file(labels, video, settings.source_format, where=f"{where} ({labels})",
+    for labels, frames_from in pairs:
+        seqs = read_labels_file(labels, frames_from, settings.source_format, where=f"{where} ({labels})",
                                 gt_list=settings.gt_list)
         check_training_labels(seqs, labels, where=f"{where} ({labels})", gt_list=settings.gt_list)
         out += seqs
@@ -255,7 +268,7 @@ class TrackingTask(Task):
 
         return AssociationLoss(cfg.loss.neg_unmatched, cfg.loss.epsilon, cfg.loss.asso_weight)
 
-    def _dataset(self, cfg, split: str, train: bool):
+    def _dataset(self, cfg, split: str, train: bool, video: str | None = None):
         from bioloop.tasks.tracking.data import TrackingClips, make_clips
 
         settings = getattr(cfg.dataset, f"{split}_dataset")
@@ -264,7 +277,7 @@ class TrackingTask(Task):
         if settings is None:
             return None
         where = _where(cfg, f"dataset.{split}_dataset")
-        seqs = load_sequences(settings, where, base_dir(cfg))
+        seqs = load_sequences(settings, where, base_dir(cfg), video)
         check_in_chans(cfg, settings, seqs, where)
         seed = cfg.random_seed if settings.seed is None else settings.seed
         clips = make_clips(seqs, settings.clip_length, settings.chunk, settings.n_chunks, seed)
@@ -421,13 +434,14 @@ class TrackingTask(Task):
         from bioloop.tasks._probe import build_on_meta, missing_files
 
         where = cfg.source.name if cfg.source else "config"
-        problems = []
+        problems, base = [], base_dir(cfg)
         for split in ("train", "val", "test"):
             ds = getattr(cfg.dataset, f"{split}_dataset")
             if ds is None:
                 continue
             for key in ("slp_files", "video_files", "videos", "tracks"):
-                problems += missing_files(where, f"dataset.{split}_dataset.{key}", getattr(ds, key))
+                paths = [_anchor(p, base) for p in getattr(ds, key) if p and "://" not in str(p)]
+                problems += missing_files(where, f"dataset.{split}_dataset.{key}", paths)
             if ds.dir is not None:
                 problems += missing_files(where, f"dataset.{split}_dataset.dir.path", [ds.dir.path], folder=True)
         encoder = cfg.gtr.encoder_cfg
@@ -453,12 +467,13 @@ class TrackingTask(Task):
 
         return evaluate_tracking(cfg, prediction=prediction, truth=truth, report=report, **options)
 
-    def view_batch(self, cfg) -> Path:
-        """``bioloop view-batch``: the first training clip's crops with their ids, to PNG and TensorBoard."""
+    def view_batch(self, cfg, video: str | None = None) -> Path:
+        """``bioloop view-batch``: the first training clip's crops with their ids, to PNG and TensorBoard.
+        ``video`` (``--video``): the training videos' file, folder or ``OLD=NEW`` remap."""
         from bioloop.engine.logging import RunLogger
         from bioloop.tasks.tracking.view_batch import write_view_batch
 
-        train = self._dataset(cfg, "train", True)
+        train = self._dataset(cfg, "train", True, video)
         with RunLogger(cfg.run_dir, tensorboard=cfg.logger.tensorboard, run_name=cfg.model_name,
                        where=cfg.source.name if cfg.source else "") as logger:
             return write_view_batch(cfg, train, logger)

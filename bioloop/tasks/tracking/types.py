@@ -80,6 +80,7 @@ class TrackSequence:
     image_hw: tuple[int, int] | None = None
     source: str = ""
     ndim: int = 2  # 3 for volumetric CTC data
+    video: str | None = None  # the video file the frames are read from (SLEAP: after any remap), when known
 
     def __len__(self) -> int:
         return len(self.frames)
