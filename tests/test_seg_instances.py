@@ -147,6 +147,13 @@ def test_mutex_watershed_merges_fragments_across_faces_only_where_the_affinity_s
     assert labels[0, 0, 0] != labels[0, 0, 15]
 
 
+def test_affinities_without_a_nearest_offset_along_an_axis_are_refused(tmp_path):
+    targets = InstanceTargets(kind="affinities", offsets=[(1, 0, 0), (0, 1, 0), (0, 0, 3)])
+    with pytest.raises(ConfigError, match=r"instance_targets.offsets: the agglomeration needs the nearest-neighbour "
+                                          r"offset along every axis .*add \(0, 0, 1\)"):
+        _process(tmp_path, _cells((2, 8, 8), 2), targets, "o")
+
+
 def test_a_missing_mwatershed_is_a_clear_error(tmp_path, monkeypatch):
     import builtins
 

@@ -129,6 +129,16 @@ class _Plan:
                           for a, (r, n) in enumerate(zip(reach, self.shape)))
         self.fg = targets.channels(name, dims).index(f"{name}_fg") if f"{name}_fg" in targets.channels(
             name, dims) else None
+        if targets.kind == "affinities":
+            axes = [a for a in range(3) if self.shape[a] > 1 and not (dims == 2 and a == 0)]
+            units = {next(a for a, o in enumerate(off) if o) for off in offsets
+                     if sum(abs(o) for o in off) == 1 and sum(off) == 1}
+            missing = [a for a in axes if a not in units]
+            if missing:
+                need = [tuple(int(a == m) for a in range(3))[3 - dims:] for m in missing]
+                raise ConfigError.at("instance_targets.offsets", "the agglomeration needs the nearest-neighbour "
+                                     "offset along every axis of the volume", got=targets.offsets_for(dims),
+                                     fix=f"add {', '.join(map(str, need))} and retrain")
 
     # ------------------------------------------------------------------ reading
     def read(self, box, halo) -> tuple[np.ndarray, tuple[slice, ...], tuple[slice, ...]]:

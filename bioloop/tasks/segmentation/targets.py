@@ -29,8 +29,6 @@ from scipy import ndimage
 from bioloop.config import validators as v
 from bioloop.config.schema import setting
 
-KINDS = ("boundaries", "affinities", "distance")
-
 
 @attrs.frozen(kw_only=True)
 class InstanceTargets:
