@@ -371,3 +371,21 @@ def test_manifest_write_is_atomic(tmp_path, monkeypatch):
     assert manager.manifest_path.read_text() == before
     assert _temp_files(manager.directory) == []
     assert os.listdir(manager.directory)  # the earlier files are still there
+
+
+def test_a_second_model_trains_and_resumes_in_the_same_checkpoint_folder(toy_task, write_config, tmp_path):
+    """Two configs of one project with the examples' runs/checkpoints/{model_name}_{epoch}.pth template."""
+    from bioloop import api
+
+    common = ("task = 'toy'\nepochs = 1\niterations_per_epoch = 2\nbatch_size = 4\nload_model = None\n"
+              "model_save_path = 'runs/checkpoints/{model_name}_{epoch}.pth'\n")
+    first = write_config(common + "model_name = 'first'\nlogs_save_path = 'runs/logs/first'\n", "first.py")
+    second = write_config(common + "model_name = 'second'\nlogs_save_path = 'runs/logs/second'\n", "second.py")
+    api.train(str(first), quiet=True)
+    api.train(str(second), quiet=True)  # refused before: the manifest belonged to 'first'
+    folder = tmp_path / "runs" / "checkpoints"
+    assert sorted(json.loads((folder / "manifest.json").read_text())["models"]) == ["first", "second"]
+    resumed = api.train(str(first), ["epochs=2", "load_model=latest"], quiet=True)
+    assert resumed["epochs_completed"] == 2
+    assert CheckpointManager(folder, model_name="second").latest().name == "second_1.pth"
+    assert CheckpointManager(folder, model_name="first").latest().name == "first_2.pth"

@@ -1,19 +1,35 @@
-"""Pose end to end: synthetic videos -> api.train -> api.predict on an unseen video -> api.evaluate < 3 px.
+"""Pose end to end: synthetic videos -> api.train -> api.predict on an unseen video -> api.evaluate < 5 px.
 
 The held-out frames come from a video rendered with another seed (its own floor, post, animal size and
-path), so the score measures generalisation, not memorisation. What makes this learn in about 100 s (2 cores)
-from scratch (nothing is pretrained offline):
+path), so the score measures generalisation, not memorisation. What makes this learn in a few hundred
+steps from scratch on CPU (nothing is pretrained offline):
 - many short training videos (20 x 8 frames) rather than a few long ones: scene variety matters far more
   than frame count (2 videos x 40 frames: ~25 px on a new video; 20 x 8: ~3 px);
 - ``heatmap_loss_type = "kl"`` (softmax heatmaps): the "mse" loss against peak-1 Gaussians first collapses
   to all-zero maps (loss = target energy ~ pi*sigma^2/(Hh*Wh)) and barely moves in a few hundred steps;
 - plain Adam: the default RAdam rectifies (damps) its first ~hundreds of steps, most of this budget;
-- a cosine learning-rate decay, ``unfreezing_epoch = 0`` and a light timm backbone.
+- a cosine learning-rate decay, ``unfreezing_epoch = 0`` and timm's tiny ``test_resnet`` at the full
+  128 x 160 (71 s CPU with one thread; mobilenetv3_large_075 took 177 s for 2.645 px on one machine and
+  3.13 px on another, a spread that could not be measured here in reasonable time).
+
+Spread, measured with ``PYTHONPATH=$PWD python tools/pose_learning_spread.py --seeds 42 0 1 --threads 1 2``
+(one 2-core box; CPU float results depend on the thread count and the machine, so no run is bit-exact
+elsewhere): held-out mean pixel error
+
+    seed   1 thread   2 threads
+    42     3.968      3.325
+    0      2.361      2.455
+    1      2.564      2.509
+
+so 2.36-3.97 px (the mean pose of the training labels scores 40.1 px). The bound, 5 px, is the worst
+run plus 1 px. The confidence checks hold in every run with margin: AUROC of "hidden by the post or out
+of the image" against 1 - likelihood 0.839-0.949 (bound 0.75); AUROC of "visible keypoint more than
+5 px off" 0.757-0.917 (bound 0.65; 12-34 such keypoints of 207); median likelihood of visible keypoints
+0.882-0.933, of hidden ones 0.569-0.679 (bound: at least 0.15 below the visible median).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -27,7 +43,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 # found by the search recorded in the report; the images are rendered at 128 x 160
 SETTINGS = {
-    "backbone": "mobilenetv3_large_075",
+    "backbone": "test_resnet",
     "image_resize_dims": {"height": 128, "width": 160},
     "downsample_factor": 2,
     "heatmap_loss_type": "kl",
@@ -42,9 +58,7 @@ SETTINGS = {
     "scheduler": {"type": "CosineAnnealingLR", "params": {"T_max": 20, "eta_min": 1e-4}},
 }
 TRAIN_VIDEOS, TRAIN_FRAMES = 20, 8
-MAX_ERROR_PX = 3.0
-# measured ~100 s wall (177 s process CPU, 2 threads) on the 2-core dev box with load ~2; another training job
-# on the same cores makes it several times slower, so the bound is generous and can be raised for loaded boxes
+MAX_ERROR_PX = 5.0  # the measured spread is in the module docstring
 
 
 def _write_config(tmp_path: Path, data, seed: int = 42) -> Path:
@@ -105,7 +119,7 @@ def train_and_score(tmp_path: Path, *, seed: int = 42, threads: int = 2) -> dict
             else float("nan")}
 
 
-def test_pose_learns_synthetic_keypoints_to_under_3px(tmp_path):
+def test_pose_learns_synthetic_keypoints_to_under_5px_with_confidences_that_rank_errors(tmp_path):
     got = train_and_score(tmp_path)
     print(f"\n{got['table']}\nheld-out pixel_error/mean = {got['error']:.2f} px; median likelihood "
           f"{got['conf_visible']:.3f} visible, {got['conf_hidden']:.3f} hidden; AUROC hidden {got['auroc_hidden']:.3f}, "
@@ -114,3 +128,8 @@ def test_pose_learns_synthetic_keypoints_to_under_3px(tmp_path):
     assert got["epochs"] == SETTINGS["epochs"] and got["frames"] == 30
     assert got["error"] < MAX_ERROR_PX, got["table"]
     assert got["conf_visible"] > 0.5  # a trained model is confident on clean frames
+    # hidden keypoints (uniform targets in training) get low likelihoods; likelihood ranks the errors
+    assert got["conf_hidden"] < got["conf_visible"] - 0.15
+    assert got["auroc_hidden"] > 0.75
+    if got["wrong"]:  # 12-34 of 207 in the measured runs; with none there is nothing to rank
+        assert got["auroc_error"] > 0.65

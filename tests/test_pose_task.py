@@ -123,6 +123,8 @@ def test_one_video_warns_and_the_test_split_is_scored_after_training(tmp_path, c
     assert report["scores"]["pixel_error/mean"] == result["test_scores"]["pixel_error/mean"] > 0
     assert report["scores"][f"pixel_error/{data.keypoint_names[0]}"] >= 0
     assert "test split (2 labeled frames, pose_best.pth)" in err and "pixel error" in err
+    table = (tmp_path / "logs" / "test_scores.txt").read_text()
+    assert table.startswith("test split, 2 labeled frames") and f"{report['scores']['pixel_error/mean']:.3f}" in table
 
     folder = str(tmp_path / "data" / "labeled-data" / "video0")
     prediction = api.predict(str(config), input=folder, output=str(tmp_path / "all.csv"), show_progress=False)

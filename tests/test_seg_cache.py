@@ -55,6 +55,14 @@ def test_plan_holds_everything_under_the_bound_and_a_prefix_beyond_it():
     assert lines == []
 
 
+def test_default_bound_is_a_quarter_of_ram_shared_by_the_processes_of_a_machine(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    one = C.default_cache_bytes()
+    assert one == int(C.physical_memory() * 0.25)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun with 4 processes on this machine
+    assert C.default_cache_bytes() == one // 4
+
+
 BASE = """
 datasplit_path = {datasplit!r}
 classes = ["nuc", "mito"]

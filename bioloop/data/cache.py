@@ -55,8 +55,10 @@ def physical_memory() -> int:
 
 
 def default_cache_bytes() -> int:
-    """The bound used when ``cache_bytes`` is None: a quarter of physical memory."""
-    return int(physical_memory() * DEFAULT_FRACTION)
+    """The bound used when ``cache_bytes`` is None: a quarter of physical memory, shared by the
+    training processes of one machine (``LOCAL_WORLD_SIZE`` under torchrun)."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return int(physical_memory() * DEFAULT_FRACTION) // local
 
 
 def format_bytes(n: float) -> str:

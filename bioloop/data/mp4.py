@@ -1,9 +1,10 @@
-"""Writing mp4 videos with OpenCV: one opener with a clear error, H.264 where the installed codecs allow.
+"""Writing mp4 videos: one opener with a clear error, H.264 where the installed codecs allow.
 
 OpenCV's pip wheels usually carry no H.264 encoder, and MPEG-4 part 2 (``mp4v``) is what they can
 always write; browsers and many viewers do not play mp4v. ``open_mp4_writer(..., codec="h264")``
-probes once per process for an H.264 writer (fourcc ``avc1``, then ``H264``) and falls back to
-mp4v with one printed line saying so.
+probes once per process for an H.264 writer: OpenCV's (fourcc ``avc1``, then ``H264``), else the
+ffmpeg that imageio-ffmpeg bundles (installed with sleap-io) with libx264 (even frame sizes, which
+yuv420p needs); otherwise it falls back to mp4v with one printed line saying so.
 """
 
 from __future__ import annotations
@@ -63,10 +64,54 @@ def h264_fourcc() -> str | None:
     return _probed["h264"]
 
 
-def open_mp4_writer(path, fps: float, hw: tuple[int, int], fix: str, codec: str = "mp4v"):
-    """An opened ``cv2.VideoWriter`` for BGR frames of size ``hw`` = (H, W); the folder is created.
+class _FfmpegH264Writer:
+    """``cv2.VideoWriter``'s write/release/isOpened for BGR frames, encoded with libx264 by the ffmpeg
+    binary that imageio-ffmpeg bundles (frames are piped to it)."""
 
-    ``codec="h264"``: H.264 when OpenCV can write it here, else mp4v with one printed line.
+    def __init__(self, path, fps: float, hw: tuple[int, int]):
+        import imageio_ffmpeg
+
+        self._frames = imageio_ffmpeg.write_frames(str(path), (int(hw[1]), int(hw[0])), pix_fmt_in="bgr24",
+                                                   fps=float(fps), codec="libx264", macro_block_size=1,
+                                                   ffmpeg_log_level="error")
+        self._frames.send(None)  # starts ffmpeg
+
+    def isOpened(self) -> bool:  # noqa: N802 - cv2.VideoWriter's name
+        return self._frames is not None
+
+    def write(self, frame: np.ndarray) -> None:
+        self._frames.send(np.ascontiguousarray(frame, dtype=np.uint8))
+
+    def release(self) -> None:
+        if self._frames is not None:
+            self._frames.close()
+            self._frames = None
+
+
+def ffmpeg_h264() -> bool:
+    """Whether imageio-ffmpeg's bundled ffmpeg writes H.264 here (probed once per process)."""
+    if "ffmpeg" not in _probed:
+        ok = False
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                probe = os.path.join(folder, "probe.mp4")
+                writer = _FfmpegH264Writer(probe, 10.0, (64, 64))
+                for _ in range(2):
+                    writer.write(np.zeros((64, 64, 3), np.uint8))
+                writer.release()
+                ok = os.path.getsize(probe) > 0
+        except Exception:  # noqa: BLE001 - not installed, no binary, no libx264: all mean "no"
+            ok = False
+        _probed["ffmpeg"] = "libx264" if ok else None
+    return _probed["ffmpeg"] is not None
+
+
+def open_mp4_writer(path, fps: float, hw: tuple[int, int], fix: str, codec: str = "mp4v"):
+    """An opened writer (``write(bgr_frame)``, ``release()``) for frames of size ``hw`` = (H, W); the
+    folder is created.
+
+    ``codec="h264"``: H.264 when OpenCV or imageio-ffmpeg can write it here, else mp4v with one
+    printed line.
     """
     import cv2
 
@@ -75,10 +120,12 @@ def open_mp4_writer(path, fps: float, hw: tuple[int, int], fix: str, codec: str 
     fourcc = "mp4v"
     if codec == "h264":
         fourcc = h264_fourcc() or "mp4v"
+        if fourcc == "mp4v" and hw[0] % 2 == 0 and hw[1] % 2 == 0 and ffmpeg_h264():
+            return _FfmpegH264Writer(path, fps, hw)
         if fourcc == "mp4v":
-            print(f"{path.name}: this OpenCV build cannot write H.264 ({'/'.join(H264_FOURCCS)}); writing MPEG-4 "
-                  "part 2 (mp4v), which browsers may not play (re-encode with ffmpeg -c:v libx264 if needed)",
-                  file=sys.stderr, flush=True)
+            print(f"{path.name}: neither this OpenCV build ({'/'.join(H264_FOURCCS)}) nor imageio-ffmpeg can write "
+                  f"H.264 for {hw[1]}x{hw[0]} frames here; writing MPEG-4 part 2 (mp4v), which browsers may not "
+                  "play (re-encode with ffmpeg -c:v libx264 if needed)", file=sys.stderr, flush=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (int(hw[1]), int(hw[0])))
     if not writer.isOpened():
         raise DataError.at(str(path), f"OpenCV cannot open an {fourcc} video writer", fix=fix)

@@ -386,7 +386,8 @@ class PoseTask(Task):
 
     def _score_test_split(self, cfg, labels, frames, quiet: bool) -> dict[str, float]:
         """The training checkpoint prediction would use (the best, else the latest) scored on the test
-        frames with validation's metrics; the table is printed and written to ``<run_dir>/test_scores.json``."""
+        frames with validation's metrics; the table is printed and written to ``<run_dir>/test_scores.txt``
+        (all scores: ``test_scores.json``)."""
         import sys
 
         from torch.utils.data import DataLoader
@@ -421,6 +422,7 @@ class PoseTask(Task):
         report = write_report(Path(cfg.run_dir) / "test_scores.json",
                               {"split": "test", "frames": int(len(frames)), "checkpoint": str(path),
                                "scores": scores})
+        report.with_suffix(".txt").write_text(f"test split, {len(frames)} labeled frames, {path}\n{table}\n")
         if not quiet:
             print(f"test split ({len(frames)} labeled frames, {path.name}):\n{table}\nwritten to {report}",
                   file=sys.stderr, flush=True)

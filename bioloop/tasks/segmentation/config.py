@@ -128,7 +128,8 @@ class SegmentationConfig(TrainingConfig):
            "pipelines that do not read 0.5 yet")
     cache_bytes: int | None = setting(
         None, "bytes of crop data (labels, cost maps, raw around each crop) held in memory, read once at start-up; "
-              "beyond it the rest is read in storage-chunk blocks through an LRU cache; None = a quarter of RAM",
+              "beyond it the rest is read in storage-chunk blocks through an LRU cache; None = a quarter of RAM "
+              "shared by the training processes of one machine",
         validator=v.at_least(1))
     process: ProcessConfig = setting(factory=ProcessConfig, doc="`bioloop process`: thresholds, connected "
                                      "components, watershed, minimum size, or your own process_func")

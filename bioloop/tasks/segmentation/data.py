@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -181,7 +182,8 @@ def cache_crops(cfg, crops: list[Crop], *, processes: int = 1, say=None) -> None
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # once per run, not once per DDP process
+        print(message, file=sys.stderr, flush=True)
 
 
 def open_crop(cfg, entry: CropEntry, *, context=None) -> Crop | None:
