@@ -200,3 +200,15 @@ def test_training_and_validation_patches_carry_targets_derived_after_augmentatio
     _, offset = val.tiles[0]
     ids = compact_ids(crop.read(offset, (1, 16, 16))[0], np.ones((16, 16), bool))
     np.testing.assert_array_equal(tile, affinities(ids, [(0, 1), (1, 0), (0, 3)]))
+
+
+def test_model_out_channels_must_match_the_derived_channels(tmp_path):
+    from bioloop.config.loader import load_config
+    from bioloop.tasks.segmentation.task import TASK
+
+    cfg = tmp_path / "c.py"
+    cfg.write_text("classes = ['cell']\nlabel_layout = 'instances'\ninstance_targets = {'kind': 'boundaries'}\n"
+                   "model_kwargs = {'depth': 2, 'base_channels': 2, 'out_channels': 1}\n")
+    with pytest.raises(ConfigError, match=r"out_channels must equal the number of output channels "
+                                          r"\(2: \['cell_fg', 'cell_boundary'\]\) \(got 1\)"):
+        TASK.build_model(load_config(cfg))

@@ -37,9 +37,6 @@ iterations_per_epoch = 50  # batches per epoch; each batch is freshly sampled pa
 optimizer = {"type": "AdamW", "params": {"weight_decay": 1e-4}}
 scheduler = {"type": "CosineAnnealingLR", "params": {"T_max": 20}}  # stepped each epoch
 criterion = "bce_dice"  # masked BCE + soft Dice; or any torch loss class / instance
-# Mitochondria fill 1.5 % of the voxels: weighting their positives 3x in the BCE term keeps the
-# negatives from pushing the class to "never predicted" early in training (one weight per class).
-criterion_kwargs = {"pos_weight": [1.0, 3.0]}
 max_grad_norm = 1.0
 
 # --- validation, checkpoints, logs ----------------------------------------------------
