@@ -160,3 +160,24 @@ def test_weighted_sampler_draws_crops_with_rare_classes_more(seg_config):
     # crop3 annotates only nuclei: mitochondria-bearing crops must carry more weight in total
     nuc_only = [i for i, c in enumerate(crops) if c.labels.get("mito") is None]
     assert len(nuc_only) == 1 and weights[nuc_only[0]] < max(weights)
+
+
+def test_foreground_sampling_centres_patches_on_class_voxels(seg_config):
+    extra = "spatial_transforms = None\n"
+    uniform, _ = get_task("segmentation").build_datasets(load_config(seg_config(extra=extra)))
+    cfg = load_config(seg_config(name="fg.py", extra=extra + "foreground_sampling = 1.0\n"))
+    centred, _ = get_task("segmentation").build_datasets(cfg)
+    keys = [(i % 4, 1000 + i) for i in range(64)]
+
+    def counts(dataset):  # patches whose centre voxel is a nucleus or mitochondrion; patches holding any; mito
+        targets = torch.nan_to_num(torch.stack([dataset[k]["target"] for k in keys])) > 0  # (N, C, 32, 32)
+        return (int(targets[:, :, 16, 16].any(1).sum()), int(targets.flatten(1).any(1).sum()),
+                int(targets[:, 1].flatten(1).any(1).sum()))
+
+    centre, holding, mito = counts(centred)
+    base_centre, _, base_mito = counts(uniform)
+    assert holding == len(keys)  # every patch holds a class voxel (centred on one, or clamped at a crop border)
+    assert centre > 0.75 * len(keys) > base_centre and mito > base_mito
+    assert torch.equal(centred[keys[0]]["target"], centred[keys[0]]["target"])  # a pure function of (index, seed)
+    with pytest.raises(Exception, match="foreground_sampling"):
+        load_config(seg_config(name="bad.py", extra="foreground_sampling = 1.5\n"))

@@ -95,6 +95,10 @@ class SegmentationConfig(TrainingConfig):
               "separate: {'kind': 'boundaries' | 'affinities' | 'distance', 'offsets': [...], ...}; "
               "`bioloop process` turns the predicted channels into instances; None trains the class mask")
     weighted_sampler: bool = setting(False, "draw training crops class-balanced (rare classes as often as common ones)")
+    foreground_sampling: float = setting(
+        0.0, "probability that a training patch is centred on a voxel of one of the classes (the class picked "
+             "uniformly among those the crop annotates with any foreground), so rare classes are seen in most "
+             "batches; otherwise the patch start is uniform; 0 keeps uniform patches", validator=v.between(0, 1))
     patch_per_buffer: int | None = setting(
         None, "Allen PatchPerBuffer: train from a buffer of this many pre-cut patches; None cuts a fresh patch "
               "every iteration", validator=v.at_least(1))

@@ -310,6 +310,9 @@ class PatchSource:
 
             fractions = [crop_fractions(c, cfg.classes) for c in crops]
             self.chooser = WeightedCropChooser(class_weights_for_crops(fractions, list(cfg.classes)))
+        self.points = None
+        if cfg.foreground_sampling > 0 and cfg.instance_targets is None:
+            self.points = [crop_foreground_points(c, cfg.classes, seed=i) for i, c in enumerate(crops)]
         self.albumentations = T.AlbumentationsAdapter(cfg.augmentations) if cfg.augmentations is not None else None
         self.on_device = bool(getattr(cfg, "augment_on_device", False))
 
@@ -322,7 +325,12 @@ class PatchSource:
         elif index is None:
             index = int(rng.integers(len(self.crops)))
         crop = self.crops[index]
-        offset = tuple(int(rng.integers(0, max(1, c - s + 1))) for c, s in zip(crop.shape, self.t_shape))
+        if self.points is not None:
+            from bioloop.tasks.segmentation.sampling import foreground_offset
+
+            offset = foreground_offset(rng, crop.shape, self.t_shape, self.points[index], cfg.foreground_sampling)
+        else:
+            offset = tuple(int(rng.integers(0, max(1, c - s + 1))) for c, s in zip(crop.shape, self.t_shape))
         raw, target, cost = crop.read(offset, self.t_shape, self.in_shape, cfg.classes, self.margin,
                                       ids=cfg.instance_targets is not None)
         device_params = None
@@ -366,6 +374,25 @@ def crop_fractions(crop: Crop, classes) -> dict[str, float]:
             cache[key] = source.volume.read((0,) * len(crop.shape), crop.shape, fill=0)
         out[name] = float(np.count_nonzero(source.mask(cache[key]))) / max(1, int(np.prod(crop.shape)))
     crop.fractions = out
+    return out
+
+
+def crop_foreground_points(crop: Crop, classes, *, seed: int = 0) -> list[np.ndarray | None]:
+    """Foreground voxels (crop target coordinates) of each class, None where the crop does not annotate it;
+    at most 4096 per class, kept at random with ``seed`` (``sampling.foreground_points``)."""
+    from bioloop.tasks.segmentation.sampling import foreground_points
+
+    out: list[np.ndarray | None] = []
+    cache: dict[int, np.ndarray] = {}
+    for name in classes:
+        source = crop.labels.get(name)
+        if source is None:
+            out.append(None)
+            continue
+        key = id(source.volume)
+        if key not in cache:
+            cache[key] = source.volume.read((0,) * len(crop.shape), crop.shape, fill=0)
+        out.append(foreground_points(source.mask(cache[key]), seed=seed))
     return out
 
 
