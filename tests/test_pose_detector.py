@@ -233,6 +233,11 @@ def test_interrupt_leaves_a_resumable_checkpoint_and_tensorboard_scalars(labels,
     final = det.train_detector(settings, labels, [0, 1], out, seed=1, show_progress=False)
     assert final == out / "detector-001.pt" and len(calls) == 2  # only the second batch ran again
     assert not (out / "detector_interrupted.pth").exists()
+    # the resumed run ends where an uninterrupted one does
+    whole = det.train_detector(settings, labels, [0, 1], tmp_path / "whole", seed=1, show_progress=False,
+                               tensorboard=False)
+    resumed, straight = (torch.load(p, weights_only=False)["model"] for p in (final, whole))
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(out))
