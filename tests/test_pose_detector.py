@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -169,8 +170,9 @@ def test_train_resume_and_refuse(labels, tmp_path, monkeypatch, one_thread):
     calls = _count_steps(monkeypatch)
     out = tmp_path / "det"
     first = det.train_detector(_settings(epochs=1, scheduler=_step_lr(0.5)), labels, [0, 1], out, seed=3,
-                               show_progress=False, where="cfg.py: detector", tensorboard=False)
+                               show_progress=False, where="cfg.py: detector", tensorboard=False, precision="bf16")
     assert first == out / "detector-001.pt" and len(calls) == 1
+    assert json.loads((out / "run.json").read_text())["precision"] == "bf16"  # the engine's autocast ran it
     before = first.read_bytes()
     loss1 = _metrics(out)[0]["train/loss"]
     # two epochs: continues at epoch 2; epoch 1 is not run again

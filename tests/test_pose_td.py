@@ -59,7 +59,7 @@ def test_topdown_train_predict_evaluate(tmp_path, multi, one_thread):
     result = api.train(str(config), quiet=True)
     folder = tmp_path / "ck" / "detector"
     assert result["detector_checkpoint"] == str(folder / "detector-001.pt")
-    assert (folder / "detector-001.pt").is_file() and (folder / "metrics.csv").is_file()
+    assert (folder / "detector-001.pt").is_file() and (tmp_path / "logs" / "detector" / "metrics.csv").is_file()
     assert "pixel_error/mean" in result["best"]
     preds = tmp_path / "logs" / "video_preds"  # predicted after the detector was trained
     assert sorted(Path(p).name for p in result["video_predictions"]) == ["video0.csv", "video1.csv"]

@@ -7,7 +7,8 @@ interrupt checkpoint on SIGINT/SIGTERM, TensorBoard and ``metrics.csv``, the che
 
 Files in ``out_dir`` (the pose run's ``<checkpoint folder>/detector/``): ``detector-NNN.pt`` epoch
 snapshots, ``detector_best.pth`` (best validation box recall), ``detector_interrupted.pth`` after an
-interrupt, ``manifest.json``, and the run records (``metrics.csv``, TensorBoard events, ``run.json``).
+interrupt, ``manifest.json``. The run records (``metrics.csv``, TensorBoard events, ``run.json``) go to
+``run_dir``: the pose run's ``<run folder>/detector/`` (so one ``tensorboard --logdir`` shows both).
 Each snapshot's ``extras`` hold ``{"kind": "detector", "variant", "min_size", "max_size"}``, what
 ``load_detector`` needs to rebuild the model.
 
@@ -18,6 +19,7 @@ training step sums the model's loss dict into ``"loss"`` and logs each term (``t
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +149,10 @@ class DetectorTask(Task):
 
 
 def detector_training_config(settings, out_dir: Path, *, load_model: str | None, seed: int, device: str | None,
-                             precision: str, tensorboard: bool, source=None, num_workers: int = 0):
-    """The engine's settings of a detector run in ``out_dir`` (checkpoints and run records)."""
+                             precision: str, tensorboard: bool, source=None, num_workers: int = 0,
+                             run_dir: Path | None = None):
+    """The engine's settings of a detector run: checkpoints in ``out_dir``, run records (TensorBoard,
+    ``metrics.csv``, ``run.json``) in ``run_dir`` (default ``out_dir``)."""
     import attrs
 
     from bioloop.config.schema import Logger, TrainingConfig
@@ -156,7 +160,7 @@ def detector_training_config(settings, out_dir: Path, *, load_model: str | None,
     if source is not None:  # an interrupt's resume command resumes the detector, not a fresh one
         source = attrs.evolve(source, overrides=(*source.overrides, "detector.load_model=latest"))
     return TrainingConfig(
-        task="pose", model_name=MODEL_NAME, model_save_path=str(out_dir / TEMPLATE), logs_save_path=str(out_dir),
+        task="pose", model_name=MODEL_NAME, model_save_path=str(out_dir / TEMPLATE), logs_save_path=str(run_dir if run_dir is not None else out_dir),
         epochs=settings.epochs, iterations_per_epoch=None, batch_size=settings.batch_size,
         learning_rate=settings.learning_rate,
         optimizer=settings.optimizer if settings.optimizer is not None else "AdamW", scheduler=settings.scheduler,
@@ -217,12 +221,13 @@ def _start_snapshot(settings, out_dir: Path, where: str) -> Path | None:
 
 def train_detector(settings, labels, train_rows, out_dir, *, val_rows=None, seed: int = 0, device=None,
                    precision: str = "32", show_progress: bool = True, where: str = "detector", source=None,
-                   tensorboard: bool = True, num_workers: int = 0) -> Path:
+                   tensorboard: bool = True, num_workers: int = 0, run_dir=None) -> Path:
     """Train (or resume, or skip when finished) the detector through the engine; returns the final snapshot.
 
     Resumes from ``settings.resume_training_from``, else ``settings.load_model`` ('latest': the newest
     epoch or interrupt checkpoint in ``out_dir``'s manifest); a detector that finished
-    ``settings.epochs`` is not retrained. Training runs on this process only (``device``, ``precision``).
+    ``settings.epochs`` is not retrained. Training runs on this process only (``device``, ``precision``);
+    run records go to ``run_dir`` (default ``out_dir``). The engine's messages start with "detector: ".
     """
     from bioloop.engine.checkpoint import CheckpointManager, load_checkpoint
     from bioloop.engine.runtime import Runtime, check_precision, resolve_device
@@ -248,9 +253,10 @@ def train_detector(settings, labels, train_rows, out_dir, *, val_rows=None, seed
     check_precision(precision, device, where=f"{_split_where(where)[0]}: precision")
     cfg = detector_training_config(settings, out_dir, load_model=str(start) if start else None, seed=seed,
                                    device=str(device), precision=precision, tensorboard=tensorboard, source=source,
-                                   num_workers=num_workers)
+                                   num_workers=num_workers, run_dir=Path(run_dir).resolve() if run_dir else None)
     try:
-        Trainer(cfg, task, Runtime(device=device, precision=precision), quiet=not show_progress).run()
+        Trainer(cfg, task, Runtime(device=device, precision=precision), quiet=not show_progress,
+                echo=lambda message: print(f"detector: {message}", file=sys.stderr, flush=True)).run()
     finally:
         task.close()
     return CheckpointManager(out_dir, model_name=MODEL_NAME, filename_template=TEMPLATE).latest()

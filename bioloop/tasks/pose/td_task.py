@@ -4,7 +4,8 @@ The pose model of a top-down config sees ``detector.crop_size`` crops of single 
 (``topdown.PoseCrops``); validation maps its crop-pixel predictions and truths back to frame
 pixels with each item's box, so metrics read as for bottom-up. ``bioloop train`` trains the
 detector through the shared engine after the pose model (``PoseTask.after_training``) into ``<checkpoint folder>/detector/``
-(``detector_dir``), resuming or skipping it when rerun; prediction detects, crops, poses and
+(``detector_dir``; its TensorBoard and ``metrics.csv`` in ``<run folder>/detector/``), resuming or
+skipping it when rerun; prediction detects, crops, poses and
 writes every animal (``predict_frames``).
 """
 
@@ -70,7 +71,7 @@ def train_config_detector(cfg, labels, split, *, quiet: bool = False) -> Path:
     return train_detector(cfg.detector, labels, split["train"], detector_dir(cfg), val_rows=split["val"],
                           seed=cfg.random_seed, device=device, precision=cfg.precision, show_progress=not quiet,
                           where=_where(cfg, "detector"), source=cfg.source, tensorboard=cfg.logger.tensorboard,
-                          num_workers=cfg.num_workers)
+                          num_workers=cfg.num_workers, run_dir=Path(cfg.run_dir) / "detector")
 
 
 def load_config_detector(cfg, device):
