@@ -5,7 +5,8 @@
 Names: the torchvision ResNets ``resnet18/34/50/101/152`` (Lightning Pose's meaning), Lightning
 Pose names such as ``resnet50_animal_ap10k`` (the plain ResNet-50 architecture; those weights
 are a local file passed as ``pretrained``), LP's ``efficientnet_b*``/ViT names (mapped to the
-timm architecture), ``timm/<name>`` to force timm, and any other timm model name.
+timm architecture), ``timm/<name>`` to force timm, and any other timm model name. The module
+is built by the shared factory ``bioloop.models.backbones`` (parameter names unchanged).
 
 Weights never come from the network: ``pretrained=True`` is refused with a ConfigError; a
 path loads a timm or torchvision state dict (classifier keys stripped, first conv adapted when
