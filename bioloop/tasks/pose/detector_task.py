@@ -221,12 +221,13 @@ def _start_snapshot(settings, out_dir: Path, where: str) -> Path | None:
 
 def train_detector(settings, labels, train_rows, out_dir, *, val_rows=None, seed: int = 0, device=None,
                    precision: str = "32", show_progress: bool = True, where: str = "detector", source=None,
-                   tensorboard: bool = True, num_workers: int = 0, run_dir=None) -> Path:
+                   tensorboard: bool = True, num_workers: int = 0, run_dir=None, runtime=None) -> Path:
     """Train (or resume, or skip when finished) the detector through the engine; returns the final snapshot.
 
     Resumes from ``settings.resume_training_from``, else ``settings.load_model`` ('latest': the newest
     epoch or interrupt checkpoint in ``out_dir``'s manifest); a detector that finished
-    ``settings.epochs`` is not retrained. Training runs on this process only (``device``, ``precision``);
+    ``settings.epochs`` is not retrained. Training runs on ``runtime`` (every rank of a distributed run
+    calls this: the engine wraps the step in DDP), else on this process alone (``device``, ``precision``);
     run records go to ``run_dir`` (default ``out_dir``). The engine's messages start with "detector: ".
     """
     from bioloop.engine.checkpoint import CheckpointManager, load_checkpoint
@@ -249,13 +250,16 @@ def train_detector(settings, labels, train_rows, out_dir, *, val_rows=None, seed
         frame_hw = DetectorFrames(labels, rows[:1], settings, train=False).frame(0).shape[:2]
     task = DetectorTask(settings, labels, rows, val, frame_hw=frame_hw,
                         pretrained=False if info is not None else settings.pretrained, where=where)
-    device = torch.device(device) if isinstance(device, torch.device) else resolve_device(device, where=where)
-    check_precision(precision, device, where=f"{_split_where(where)[0]}: precision")
+    if runtime is None:
+        device = torch.device(device) if isinstance(device, torch.device) else resolve_device(device, where=where)
+        check_precision(precision, device, where=f"{_split_where(where)[0]}: precision")
+        runtime = Runtime(device=device, precision=precision)
+    device = runtime.device
     cfg = detector_training_config(settings, out_dir, load_model=str(start) if start else None, seed=seed,
                                    device=str(device), precision=precision, tensorboard=tensorboard, source=source,
                                    num_workers=num_workers, run_dir=Path(run_dir).resolve() if run_dir else None)
     try:
-        Trainer(cfg, task, Runtime(device=device, precision=precision), quiet=not show_progress,
+        Trainer(cfg, task, runtime, quiet=not show_progress,
                 echo=lambda message: print(f"detector: {message}", file=sys.stderr, flush=True)).run()
     finally:
         task.close()

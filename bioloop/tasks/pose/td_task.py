@@ -62,14 +62,17 @@ def crops_to_frame(keypoints, boxes, hw) -> np.ndarray:
         if len(kp) else kp
 
 
-def train_config_detector(cfg, labels, split, *, quiet: bool = False) -> Path:
-    """Train (or resume, or skip when finished) the config's detector; returns its final snapshot."""
+def train_config_detector(cfg, labels, split, *, runtime=None, quiet: bool = False) -> Path:
+    """Train (or resume, or skip when finished) the config's detector; returns its final snapshot.
+
+    With the pose run's ``runtime`` every rank takes part (DDP under torchrun); without, one process."""
     from bioloop.engine.runtime import resolve_device
     from bioloop.tasks.pose.detector import train_detector
 
-    device = resolve_device(cfg.device, where=_where(cfg, "device"))
+    device = runtime.device if runtime is not None else resolve_device(cfg.device, where=_where(cfg, "device"))
     return train_detector(cfg.detector, labels, split["train"], detector_dir(cfg), val_rows=split["val"],
                           seed=cfg.random_seed, device=device, precision=cfg.precision, show_progress=not quiet,
+                          runtime=runtime,
                           where=_where(cfg, "detector"), source=cfg.source, tensorboard=cfg.logger.tensorboard,
                           num_workers=cfg.num_workers, run_dir=Path(cfg.run_dir) / "detector")
 
