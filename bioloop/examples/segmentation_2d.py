@@ -27,6 +27,8 @@ spatial_transforms = {"mirror": {"axes": {"x": 0.5, "y": 0.5}}, "transpose": {"a
 # --- model ----------------------------------------------------------------------------
 model_name = "2d_unet"  # also 2d_resnet, timm_unet (any timm encoder: model_kwargs encoder=...)
 model_kwargs = {"depth": 4, "base_channels": 8}  # small enough for a CPU; widen on a GPU
+# (`bioloop demo` uses base_channels 16 and foreground_sampling = 0.5: with 8 channels and uniform patches
+# the rare mitochondria were learned at some random seeds and never predicted at others.)
 # Or build it yourself:  model = MyUNet(...)   (then model_name only names the files)
 
 # --- optimisation ---------------------------------------------------------------------
