@@ -70,12 +70,17 @@ def parse_roi(text: str | None, where: str = "--roi") -> tuple[tuple[float, ...]
     return start, stop
 
 
+def _axis_window(n: int) -> np.ndarray:
+    """One axis of the blending window: highest in the centre, small but non-zero at the edges."""
+    position = (np.arange(n, dtype=np.float32) + 0.5) / n
+    return (1.0 - 0.9 * np.abs(2 * position - 1) if n > 1 else np.ones(1, np.float32)).astype(np.float32)
+
+
 def _window(patch: tuple[int, ...]) -> np.ndarray:
-    """Blending weights: highest in the patch centre, small but non-zero at its edges."""
+    """Blending weights: the outer product of the per-axis windows."""
     weights = np.ones((), np.float32)
     for n in patch:
-        position = (np.arange(n, dtype=np.float32) + 0.5) / n
-        weights = np.multiply.outer(weights, 1.0 - 0.9 * np.abs(2 * position - 1) if n > 1 else np.ones(1, np.float32))
+        weights = np.multiply.outer(weights, _axis_window(n))
     return weights.astype(np.float32)
 
 
@@ -89,6 +94,7 @@ class _Pass(NamedTuple):
     context: tuple[int, ...]  # input voxels read on each side of a tile's output
     margin: tuple[int, ...]  # voxels tiled around the region so its border sees real context
     window: np.ndarray  # blending weights (ones for valid models)
+    axis_windows: tuple  # its per-axis factors: window = their outer product
 
 
 @dataclass
@@ -240,7 +246,8 @@ def _passes(model, patch, spatial_dims, overlap, orthoplanes) -> list[_Pass]:
         step = tuple(max(1, int(round(p * (1 - overlap)))) if blend else p for p in p_out)
         passes.append(_Pass(p_in, p_out, step, drop, tuple((i - o) // 2 for i, o in zip(p_in, p_out)),
                             tuple(p // 2 if blend and p > 1 else 0 for p in p_in),
-                            _window(p_out) if blend else np.ones(p_out, np.float32)))
+                            _window(p_out) if blend else np.ones(p_out, np.float32),
+                            tuple(_axis_window(n) if blend else np.ones(n, np.float32) for n in p_out)))
     return passes
 
 
@@ -490,8 +497,16 @@ class _Runner:
         out_lo = [int(t[0]) for t in tiles]
         out_shape = [int(t[-1]) + n - int(t[0]) for t, n in zip(tiles, p.patch_out)]
         acc = torch.zeros((len(self.classes), *out_shape), dtype=torch.float32, device=self.device)
-        weight = torch.zeros(out_shape, dtype=torch.float32, device=self.device)
         window = torch.from_numpy(np.asarray(p.window, np.float32)).to(self.device)
+        # the tiles form a product grid and the window is separable, so the summed weights are the
+        # outer product of per-axis sums (3 small vectors instead of one full-size add per tile)
+        sums = []
+        for t, lo, n, w in zip(tiles, out_lo, out_shape, p.axis_windows):
+            total = np.zeros(n, np.float32)
+            for s in t.tolist():
+                total[s - lo:s - lo + len(w)] += w
+            sums.append(total)
+        weight = torch.from_numpy(np.multiply.outer(np.multiply.outer(sums[0], sums[1]), sums[2])).to(self.device)
         starts = list(itertools.product(*(t.tolist() for t in tiles)))
         for first in range(0, len(starts), self.batch_size):
             chunk = starts[first:first + self.batch_size]
@@ -500,7 +515,6 @@ class _Runner:
             for start, tile in zip(chunk, self._forward(batch[:, None], p)):
                 box = tuple(slice(s - o, s - o + n) for s, o, n in zip(start, out_lo, p.patch_out))
                 acc[(slice(None), *box)].addcmul_(tile, window)
-                weight[box] += window
             bar.update(len(chunk))
         inner = tuple(slice(a - o, b - o) for a, b, o in zip(block.start, block.stop, out_lo))
         if not bool((weight[inner] > 0).all()):  # a tiling bug: never write holes silently
