@@ -363,8 +363,9 @@ class PatchSource:
                 and cfg.instance_targets is None and "rotate" not in (cfg.spatial_transforms or {}))
 
     def draw_many(self, seeds, indices) -> list[dict]:
-        """``[draw(default_rng(seed), index) ...]``, equal sample for sample, with the patches of one crop
-        cut by one gather per cached array and mirrored/transposed per group of equal draws.
+        """``[draw(default_rng(seed), index) ...]``, equal sample for sample: the patches of one crop are
+        copied into one batch array per cached array, label masks and normalisation run once on it,
+        mirror/transpose once per group of samples with equal draws.
 
         Each sample's generator makes the same draws in the same order as ``draw`` (place, spatial
         choices, then intensity), so a sample is still a function of its seed alone. Samples whose
