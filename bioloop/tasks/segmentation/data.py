@@ -364,8 +364,8 @@ class PatchSource:
 
     def draw_many(self, seeds, indices) -> list[dict]:
         """``[draw(default_rng(seed), index) ...]``, equal sample for sample: the patches of one crop are
-        copied into one batch array per cached array, label masks and normalisation run once on it,
-        mirror/transpose once per group of samples with equal draws.
+        copied into one batch array per cached array, label masks and normalisation run once on it;
+        mirror/transpose are views of each sample.
 
         Each sample's generator makes the same draws in the same order as ``draw`` (place, spatial
         choices, then intensity), so a sample is still a function of its seed alone. Samples whose
@@ -407,24 +407,17 @@ class PatchSource:
                 target[:, c] = source.mask(cut[key])
             cost = None if crop.cost is None else \
                 _gather(crop.cost.array, offsets, self.t_shape).astype(np.float32)[:, None]
-            by_draw: dict[tuple, list[int]] = {}
-            for k, m in enumerate(members):
-                by_draw.setdefault(m[4:], []).append(k)
-            for (flips, order), ks in by_draw.items():  # one flip/transpose per group of equal draws
-                r, t = raw[ks], target[ks]
-                c_ = None if cost is None else cost[ks]
+            for k, (i, _, _, _, flips, order) in enumerate(members):  # mirror/transpose: views, no copies
+                r, t, c_ = raw[k], target[k], None if cost is None else cost[k]
                 for a in flips:
-                    r, t = np.flip(r, a + 1), np.flip(t, a + 2)
-                    c_ = None if c_ is None else np.flip(c_, a + 2)
+                    r, t = np.flip(r, a), np.flip(t, a + 1)
+                    c_ = None if c_ is None else np.flip(c_, a + 1)
                 if order != (0, 1, 2):
-                    r, t = np.transpose(r, [0] + [o + 1 for o in order]), np.transpose(t, [0, 1] + [o + 2 for o in order])
-                    c_ = None if c_ is None else np.transpose(c_, [0, 1] + [o + 2 for o in order])
-                for j, k in enumerate(ks):
-                    i = members[k][0]
-                    sample_raw = r[j]
-                    if cfg.intensity_transforms:
-                        sample_raw = T.intensity_augment(sample_raw, cfg.intensity_transforms, rngs[i])
-                    out[i] = self._finish(sample_raw, t[j], None if c_ is None else c_[j])
+                    r, t = np.transpose(r, order), np.transpose(t, [0] + [o + 1 for o in order])
+                    c_ = None if c_ is None else np.transpose(c_, [0] + [o + 1 for o in order])
+                if cfg.intensity_transforms:
+                    r = T.intensity_augment(r, cfg.intensity_transforms, rngs[i])
+                out[i] = self._finish(r, t, c_)
         return out
 
     def _finish(self, raw, target, cost) -> dict:
