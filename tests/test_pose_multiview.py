@@ -170,3 +170,32 @@ def test_a_two_camera_project_trains_with_pca_multiview_predicts_a_csv_per_view_
     for view in project.view_names:
         assert scores["scores"][f"{view}/pixel_error/mean"] == pytest.approx(test[f"pixel_error/{view}"], abs=1e-3)
     assert "view side:" in scores["table"]
+
+
+def test_a_lightning_pose_multiview_config_yaml_loads_as_written(project, tmp_path):
+    from bioloop import api
+    from bioloop.errors import BioloopError
+
+    text = f"""data:
+  data_dir: {project.root}
+  video_dir: {project.root}/videos
+  csv_file: [CollectedData_top.csv, CollectedData_side.csv]
+  view_names: [top, side]
+  num_keypoints: 8
+model:
+  model_type: heatmap
+  backbone: test_resnet
+  losses_to_use: [pca_multiview]
+losses:
+  pca_multiview:
+    log_weight: 5.0
+    components_to_keep: 3
+"""
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    cfg = api.load_config(str(path), echo=lambda _m: None)
+    assert cfg.view_names == ["top", "side"] and cfg.labels_file == ["CollectedData_top.csv", "CollectedData_side.csv"]
+    assert cfg.losses_to_use == ["pca_multiview"] and api.check_config(cfg) == []
+    path.write_text(text.replace("model_type: heatmap", "model_type: heatmap_multiview_transformer"))
+    with pytest.raises(BioloopError, match=r"model.model_type: .*cross-view transformer is not built"):
+        api.load_config(str(path), echo=lambda _m: None)

@@ -18,7 +18,6 @@ have a video for every view, all with the same number of frames. Prediction writ
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import attrs
@@ -243,8 +242,6 @@ def predict_views(cfg, model, task, *, extras, input, output, batch_size=None, o
         files.append(path)
     if written is not None:
         written.extend(files)
-    if show_progress:
-        print("predictions written to " + ", ".join(map(str, files)), file=sys.stderr, flush=True)
     return outputs[0]
 
 
@@ -329,7 +326,11 @@ def evaluate_views(cfg, *, prediction, truth=None, report=None, split=None) -> d
                                f"the first view {views[0]!r}", got=first.name,
                                fix=f"pass the {views[0]} CSV that predict wrote")
         preds = [first.with_name(f"{stem}_{v}{first.suffix}") for v in views]
-    truths = [Path(t) for t in truth] if isinstance(truth, (list, tuple)) else view_labels_paths(cfg)
+    if truth is not None and not isinstance(truth, (list, tuple)):
+        raise ConfigError.at("evaluate --truth", "a multi-view project scores every view, so it needs one labels "
+                             "file per view", got=str(truth),
+                             fix="drop --truth (each view's configured labels file is used) or give one per view")
+    truths = [Path(t) for t in truth] if truth is not None else view_labels_paths(cfg)
     if len(preds) != len(views) or len(truths) != len(views):
         raise ConfigError.at("evaluate", f"one prediction and one labels file per view ({', '.join(views)})",
                              got=[str(p) for p in preds], fix="pass one CSV per view")
@@ -370,6 +371,9 @@ def check_views_config(cfg) -> list[str]:
     if cfg.mirrored_column_matches:
         problems.append("mirrored_column_matches: multi-view projects match the views' columns themselves; "
                         "drop mirrored_column_matches")
+    if cfg.eval.save_vids_after_training:
+        problems.append("eval.save_vids_after_training: overlay videos are not drawn for multi-view projects "
+                        "(each view's CSV is written); set it to False")
     if cfg.pose_model is not None:
         problems.append("pose_model: multi-view projects build their model from model_type and backbone; "
                         "drop pose_model")
