@@ -139,7 +139,10 @@ def test_config_check_names_what_a_multiview_project_cannot_do(project, tmp_path
 
     for extra, message in ((dict(model_type="heatmap_mhcrnn"), "heatmap_mhcrnn (context frames) is not available"),
                            (dict(labels_file="CollectedData_top.csv"), "one labels file per view is needed"),
-                           (dict(view_names=None), "a list of labels files is a multi-view project")):
+                           (dict(view_names=None), "a list of labels files is a multi-view project"),
+                           (dict(losses_to_use=["pca_singleview"], columns_for_singleview_pca=[0, 1]),
+                            "pca_singleview is not available with view_names"),
+                           (dict(eval={"save_vids_after_training": True}), "overlay videos are not drawn")):
         with pytest.raises(BioloopError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load_config(str(_config(tmp_path, project, **extra)))
 

@@ -371,6 +371,9 @@ def check_views_config(cfg) -> list[str]:
     if cfg.mirrored_column_matches:
         problems.append("mirrored_column_matches: multi-view projects match the views' columns themselves; "
                         "drop mirrored_column_matches")
+    if "pca_singleview" in cfg.losses_to_use:
+        problems.append("losses_to_use: pca_singleview is not available with view_names (whether its columns "
+                        "count per view or across views is not settled); use pca_multiview and/or temporal")
     if cfg.eval.save_vids_after_training:
         problems.append("eval.save_vids_after_training: overlay videos are not drawn for multi-view projects "
                         "(each view's CSV is written); set it to False")
