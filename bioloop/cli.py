@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from bioloop._version import __version__
+from bioloop.config.cli_options import click_options, task_values
 
 _EXAMPLES = Path(__file__).parent / "examples"
 
@@ -95,71 +96,35 @@ def _shape(text):
     return values
 
 
-_SEGMENTATION_ONLY = ("crops", "roi", "block_shape", "overlap", "tta", "orthoplanes", "no_resume", "devices")
-_POSE_ONLY = ("slp", "save_video")
-_TRACKING_ONLY = ("video", "detections", "fmt")
-_OTHER_TASKS_FLAGS = {"segmentation": _POSE_ONLY + _TRACKING_ONLY, "pose": _SEGMENTATION_ONLY + _TRACKING_ONLY,
-                      "tracking": _SEGMENTATION_ONLY + _POSE_ONLY}
-
-
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--input", "input_path", default=None, help="Segmentation: raw volume (OME-NGFF group/array, zarr array "
-              "or tif; local or s3://). Pose: a video file or a folder of images. Tracking: detections to track "
-              "(.slp, CTC folder, MOT txt, TrackMate CSV, or a video with --detections).")
-@click.option("--crops", default=None, help="Segmentation, instead of --input: predict every validate crop of this "
-              "datasplit CSV.")
-@click.option("--output", "output_path", required=True, help="Segmentation: output OME-NGFF zarr folder (local). "
-              "Pose: the DLC-style CSV to write. Tracking: the .slp, CTC result folder or MOT txt to write.")
-@click.option("--roi", default=None, help="Segmentation: world region in nm 'z0:z1,y0:y1,x0:x1' (default: all).")
-@click.option("--checkpoint", default=None, help="Checkpoint file (default: the run's best, else its latest).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles (segmentation) or frames (pose) "
-              "per forward pass.")
-@click.option("--block-shape", default=None, help="Segmentation: voxels per block 'z,y,x' (memory is bounded by it).")
-@click.option("--overlap", type=click.FloatRange(0, 0.9), default=None, help="Segmentation: tile overlap fraction "
-              "(blended) [default: 0.25].")
-@click.option("--tta", is_flag=True, help="Segmentation: average over flips of the spatial axes.")
-@click.option("--orthoplanes", is_flag=True, help="Segmentation, 2D models: also predict along y and x and average.")
-@click.option("--no-resume", is_flag=True, help="Segmentation: refuse to continue an unfinished output.")
-@click.option("--devices", type=click.IntRange(min=1), default=None, help="Segmentation: processes sharing the "
-              "blocks (torchrun).")
-@click.option("--slp", default=None, help="Pose: also write the predictions as a SLEAP .slp file.")
-@click.option("--save-video/--no-save-video", "save_video", default=None,
-              help="Pose, videos: also write an mp4 with keypoint overlays [default: eval.save_vids_after_training].")
-@click.option("--video", default=None, help="Tracking: the video (or image folder) of a .slp or MOT input; for a .slp "
-              "also a folder holding its videos, or OLD=NEW to remap the stored video paths.")
-@click.option("--detections", default=None, help="Tracking: a .slp of detections when --input is a video.")
-@click.option("--format", "fmt", type=click.Choice(["slp", "ctc", "mot"]), default=None,
-              help="Tracking: output format [default: the input's; MOT for TrackMate].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click_options("predict")
 @_override
 @_quiet
-def predict(config, input_path, crops, output_path, roi, checkpoint, batch_size, block_shape, overlap, tta,
-            orthoplanes, no_resume, devices, slp, save_video, video, detections, fmt, overwrite, overrides, quiet):
+def predict(config, overrides, quiet, **given):
     """Predict with a trained model: volumes blockwise and resumable (segmentation), videos and image
     folders to DLC-style CSV, .slp and overlay videos (pose), tracks of detections (tracking)."""
     from bioloop import api
 
     ctx = click.get_current_context()
     cfg = api.load_config(config, overrides)
-    _refuse_other_tasks_flags(ctx, cfg.task, _OTHER_TASKS_FLAGS[cfg.task])
+    o = _task_values(ctx, "predict", cfg.task, given)
+    common = dict(checkpoint=o["checkpoint"], input=o["input_path"], output=o["output_path"],
+                  batch_size=o["batch_size"], overwrite=o["overwrite"], show_progress=not quiet)
     if cfg.task == "tracking":
-        if not input_path:
+        if not o["input_path"]:
             raise click.UsageError("--input is required: detections to track (.slp, CTC folder, MOT txt, ...)")
-        path = api.predict(cfg, checkpoint=checkpoint, input=input_path, output=output_path, batch_size=batch_size,
-                           video=video, detections=detections, format=fmt, overwrite=overwrite,
-                           show_progress=not quiet)
+        path = api.predict(cfg, video=o["video"], detections=o["detections"], format=o["fmt"], **common)
         click.echo(f"tracks written to {path}")
         return
     if cfg.task != "segmentation":
-        if not input_path:
+        if not o["input_path"]:
             raise click.UsageError("--input is required: a video file or a folder of images")
         written = []
-        path = api.predict(cfg, checkpoint=checkpoint, input=input_path, output=output_path, batch_size=batch_size,
-                           save_video=save_video, slp_output=slp, overwrite=overwrite, show_progress=not quiet,
-                           written=written)
+        path = api.predict(cfg, save_video=o["save_video"], slp_output=o["slp"], written=written, **common)
         click.echo("prediction written to " + ", ".join(map(str, written or [path])))
         return
+    devices = o["devices"]
     if devices and devices > 1 and "WORLD_SIZE" not in os.environ:
         arguments = ["predict", str(config)]
         for param in ctx.command.params:
@@ -175,20 +140,17 @@ def predict(config, input_path, crops, output_path, roi, checkpoint, batch_size,
             else:
                 arguments += [flag, str(value)]
         sys.exit(_relaunch(arguments, devices))
-    path = api.predict(cfg, checkpoint=checkpoint, input=input_path, crops=crops, output=output_path,
-                       roi=roi, batch_size=batch_size, block_shape=_shape(block_shape),
-                       overlap=0.25 if overlap is None else overlap, tta=tta, orthoplanes=orthoplanes,
-                       resume=not no_resume, overwrite=overwrite, show_progress=not quiet)
+    path = api.predict(cfg, crops=o["crops"], roi=o["roi"], block_shape=_shape(o["block_shape"]),
+                       overlap=o["overlap"], tta=o["tta"], orthoplanes=o["orthoplanes"],
+                       resume=not o["no_resume"], **common)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"prediction written to {path}")
 
 
-def _refuse_other_tasks_flags(ctx, task: str, names) -> None:
-    """Options of another task are an error, not silently ignored."""
-    given = [ctx.command.params[[p.name for p in ctx.command.params].index(n)].opts[0] for n in names
-             if ctx.params.get(n) not in (None, False, ())]
-    if given:
-        raise click.UsageError(f"{', '.join(given)} do not apply to the {task} task")
+def _task_values(ctx, command: str, task: str, given: dict) -> dict:
+    """The options of ``task`` with its defaults; another task's flags are a UsageError."""
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    return task_values(command, task, given, flags)
 
 
 def _relaunch(arguments, devices) -> int:
@@ -201,77 +163,35 @@ def _relaunch(arguments, devices) -> int:
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--prediction", required=True, multiple=True, help="Prediction written by `bioloop predict` or "
-              "`bioloop process`. Tracking: repeatable, paired in order with --truth; a CTC dataset root scores "
-              "every sequence, a folder of MOT <name>.txt files every file.")
-@click.option("--truth", default=None, multiple=True, help="Segmentation: ground-truth crop group (one label image "
-              "per class) or one label image (tif, zarr array, OME-NGFF; instance ids, or class ids with "
-              "label_layout='class_ids'). Pose: a labels file (default: the config's labels_file). "
-              "Tracking: tracked ground truth (.slp, CTC folder or dataset root, MOT txt or MOTChallenge folder, TrackMate CSV); repeatable.")
-@click.option("--crops", default=None, help="Segmentation: datasplit CSV; score every validate crop "
-              "(prediction/<crop>/<class>).")
-@click.option("--kind", type=click.Choice(["auto", "semantic", "instance"]), default="auto", show_default=True,
-              help="Segmentation: score masks, instances, or decide from the prediction.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Segmentation: probability threshold "
-              "(default: config).")
-@click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Segmentation: IoU above which a predicted instance matches a true one.")
-@click.option("--match", type=click.Choice(["iou", "centroid", "mask"]), default=None,
-              help="Tracking: match instances by box IoU [default], centroid distance, or (CTC folders) masks "
-              "as DET/TRA do.")
-@click.option("--match-threshold", type=click.FloatRange(min=0), default=None,
-              help="Tracking: least IoU [default: 0.5], or most pixels apart with --match centroid (required).")
-@click.option("--untracked", type=click.Choice(["count", "exclude"]), default=None,
-              help="Tracking: predicted instances without a track count as one-frame tracks [count] or are "
-              "left out (the count is printed).")
-@click.option("--mask-pattern", default=None, help="Tracking: CTC mask file names other than man_trackTTT.tif / "
-              "maskTTT.tif, with '*' for the frame number (e.g. 'frame_*.tif').")
-@click.option("--report", default=None, help="Also write the scores to this JSON file.")
-@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
-              help="Pose: score only the labeled frames of this split of the run (its split.csv) [default: all].")
-@click.option("--figure", default=None, help="Segmentation: write a PNG of raw, truth and prediction side by side "
-              "for one z-slice of the first crop.")
-@click.option("--raw", default=None, help="Segmentation: raw image for --figure (default: the one predict recorded).")
-@click.option("--video", default=None, help="Tracking: the truth's video, a folder holding its videos, or OLD=NEW "
-              "to remap the video paths a .slp stores.")
+@click_options("evaluate")
 @_override
 @_quiet
-def evaluate(config, prediction, truth, crops, kind, threshold, iou_threshold, match, match_threshold, untracked,
-             mask_pattern, report, overrides, quiet, split=None, figure=None, raw=None, video=None):
+def evaluate(config, overrides, quiet, **given):
     """Score a prediction against ground truth and print a table (per class, or per keypoint)."""
     from bioloop import api
     from bioloop.errors import ConfigError
 
     cfg = api.load_config(config, overrides)
-    ctx = click.get_current_context()
-    if cfg.task != "pose":
-        _refuse_other_tasks_flags(ctx, cfg.task, ("split",))
-    if cfg.task != "tracking":
-        _refuse_other_tasks_flags(ctx, cfg.task, ("match", "match_threshold", "untracked", "mask_pattern", "video"))
+    o = _task_values(click.get_current_context(), "evaluate", cfg.task, given)
+    prediction, truth, report = o["prediction"], o["truth"], o["report"]
+    if cfg.task == "tracking":
+        result = api.evaluate(cfg, prediction=list(prediction), truth=list(truth), report=report,
+                              match=o["match"], match_threshold=o["match_threshold"],
+                              untracked=o["untracked"], mask_pattern=o["mask_pattern"],
+                              show_progress=not quiet, video=o["video"])
+    else:
         if len(prediction) > 1 or len(truth) > 1:
             raise click.UsageError(f"one --prediction and one --truth for the {cfg.task} task")
         prediction, truth = prediction[0], (truth[0] if truth else None)
-    if cfg.task != "segmentation":
-        _refuse_other_tasks_flags(ctx, cfg.task, ("figure", "raw"))
-    if cfg.task == "tracking":
-        _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
-        if kind != "auto" or iou_threshold != 0.5:
-            raise click.UsageError("--kind and --iou-threshold do not apply to the tracking task (use --match-threshold)")
-        result = api.evaluate(cfg, prediction=list(prediction), truth=list(truth), report=report, match=match,
-                              match_threshold=match_threshold, untracked=untracked or "count",
-                              mask_pattern=mask_pattern, show_progress=not quiet, video=video)
-    elif cfg.task != "segmentation":
-        _refuse_other_tasks_flags(ctx, cfg.task, ("crops", "threshold"))
-        if kind != "auto" or iou_threshold != 0.5:
-            raise click.UsageError(f"--kind and --iou-threshold do not apply to the {cfg.task} task")
-        result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report, split=split)
-    else:
-        if not truth and not crops:
-            raise ConfigError.at("evaluate", "give --truth (a crop group or a label image) or --crops (a datasplit "
-                                 "CSV)")
-        result = api.evaluate(cfg, prediction=prediction, truth=truth, crops=crops, kind=kind, threshold=threshold,
-                              iou_threshold=iou_threshold, report=report, figure=figure, raw=raw,
-                              show_progress=not quiet)
+        if cfg.task != "segmentation":
+            result = api.evaluate(cfg, prediction=prediction, truth=truth, report=report, split=o["split"])
+        else:
+            if not truth and not o["crops"]:
+                raise ConfigError.at("evaluate", "give --truth (a crop group or a label image) or --crops (a "
+                                     "datasplit CSV)")
+            result = api.evaluate(cfg, prediction=prediction, truth=truth, crops=o["crops"], kind=o["kind"],
+                                  threshold=o["threshold"], iou_threshold=o["iou_threshold"], report=report,
+                                  figure=o["figure"], raw=o["raw"], show_progress=not quiet)
     click.echo(result["table"])
     if report:
         click.echo(f"report written to {report}")

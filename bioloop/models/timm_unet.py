@@ -5,7 +5,9 @@ the deepest map, upsamples to the next map's size, concatenates it and runs two 
 norm -> ReLU layers; a last block upsamples to the input size without a skip, and a 1x1 conv
 gives logits. Inputs are padded at the end to a multiple of the encoder's largest stride and
 the output is cropped back, so every input size works. Nothing is downloaded: ``pretrained``
-is False or the path of a local weights file.
+is False or the path of a local weights file. The encoder is built by the shared factory
+(``bioloop.models.backbones``); its weights load with the stricter ``load_encoder_weights`` below
+(a tensor the encoder lacks must belong to the timm model's classifier).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bioloop.errors import CheckpointError
+from bioloop.models.backbones import build_backbone, check_pretrained, classifier_state_keys
 from bioloop.models.unet import _check_int, _norm, pad_end
 
 _DEFAULT_DECODER = (512, 256, 128, 64, 32, 16)
@@ -31,12 +34,8 @@ def _create_encoder(encoder: str, in_channels: int) -> nn.Module:
 
         hint = did_you_mean(str(encoder), timm.list_models()) if isinstance(encoder, str) else ""
         raise ValueError(f"unknown timm encoder {encoder!r}{hint}; see timm.list_models()")
-    try:
-        return timm.create_model(encoder, features_only=True, pretrained=False,
-                                 in_chans=in_channels)
-    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"timm encoder {encoder!r} cannot give feature maps "
-                         f"(features_only=True): {exc}") from exc
+    return build_backbone(encoder, library="timm", output="features", in_channels=in_channels,
+                          where=None, error=ValueError).module
 
 
 class _Block(nn.Sequential):
@@ -73,14 +72,7 @@ class TimmUNet(nn.Module):
         if norm not in ("batch", "instance", "group", None):
             raise ValueError(f"norm must be one of 'batch', 'instance', 'group' or None "
                              f"(got {norm!r})")
-        if pretrained is True:
-            raise ValueError("pretrained=True would download weights, and bioloop never uses the "
-                             "network; download the encoder weights yourself and pass "
-                             "pretrained='path/to/weights.pth'")
-        if not (pretrained is False or pretrained is None
-                or isinstance(pretrained, (str, os.PathLike))):
-            raise ValueError(f"pretrained must be False or the path of a weights file "
-                             f"(got {pretrained!r})")
+        check_pretrained(pretrained, name=encoder, where=None, error=ValueError)
         self.in_channels, self.out_channels, self.encoder_name = in_channels, out_channels, encoder
         self.encoder = _create_encoder(encoder, in_channels)
         channels = list(self.encoder.feature_info.channels())
@@ -101,10 +93,8 @@ class TimmUNet(nn.Module):
                                      for a, s, b in zip(ins, skips, decoder_channels))
         self.head = nn.Conv2d(decoder_channels[-1], out_channels, 1)
         if pretrained:
-            import timm
-
-            full = timm.create_model(encoder, pretrained=False, in_chans=in_channels)
-            load_encoder_weights(self.encoder, pretrained, head_keys=list(full.state_dict()))
+            load_encoder_weights(self.encoder, pretrained,
+                                 head_keys=classifier_state_keys(encoder, in_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:

@@ -5,7 +5,8 @@
 Names: the torchvision ResNets ``resnet18/34/50/101/152`` (Lightning Pose's meaning), Lightning
 Pose names such as ``resnet50_animal_ap10k`` (the plain ResNet-50 architecture; those weights
 are a local file passed as ``pretrained``), LP's ``efficientnet_b*``/ViT names (mapped to the
-timm architecture), ``timm/<name>`` to force timm, and any other timm model name.
+timm architecture), ``timm/<name>`` to force timm, and any other timm model name. The module
+is built by the shared factory ``bioloop.models.backbones`` (parameter names unchanged).
 
 Weights never come from the network: ``pretrained=True`` is refused with a ConfigError; a
 path loads a timm or torchvision state dict (classifier keys stripped, first conv adapted when
@@ -27,8 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bioloop.config.structure import did_you_mean
 from bioloop.errors import ConfigError
+from bioloop.models.backbones import build_backbone as build_features
 from bioloop.models.weights import load_weights  # re-exported: local timm/torchvision weights
 
 __all__ = ["Backbone", "BackboneUnfreezer", "LP_BACKBONES", "build_backbone", "freeze",
@@ -73,82 +74,29 @@ class Backbone(nn.Module):
         return self
 
 
-class _TorchvisionResNet(nn.Module):
-    """torchvision ResNet up to ``layer4``, keeping torchvision's parameter names."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        for key in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
-            setattr(self, key, getattr(net, key))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-
 def build_backbone(name: str, *, pretrained: bool | str | Path = False, in_channels: int = 3,
                    output_stride: int | None = None, freeze_bn_stats: bool = False,
                    where: str = "model.backbone", **timm_kwargs) -> tuple[Backbone, int, int]:
-    """Build backbone ``name``; returns ``(module, out_channels, stride)``. Never downloads."""
-    if pretrained is True:
-        raise ConfigError.at(where, f"pretrained=True would download weights for {name!r} from "
-                             "the internet, and bioloop works offline", got=True,
-                             fix="download the weights file once yourself and set pretrained "
-                             "to its local path (a timm or torchvision .pth/.pt/.safetensors "
-                             "state dict), or set pretrained=False to train from scratch")
-    if pretrained not in (False, None) and not isinstance(pretrained, (str, Path)):
-        raise ConfigError.at(where, "pretrained must be False or a local weights file path",
-                             got=pretrained, fix="e.g. pretrained='/models/resnet50.pth'")
-    if output_stride not in (None, 8, 16, 32):
-        raise ConfigError.at(f"{where}.output_stride", "output_stride must be 8, 16 or 32",
-                             got=output_stride, fix="use 16 (DLC default) or 32 (no dilation)")
+    """Build backbone ``name``; returns ``(module, out_channels, stride)``. Never downloads.
+
+    The names are resolved here (Lightning Pose's spellings); the shared factory
+    ``bioloop.models.backbones.build_backbone`` builds the module and loads local weights.
+    """
     if name in _TORCHVISION or name in _LP_RESNET50:
-        body, channels, stride = _torchvision(name, in_channels, output_stride, where)
+        arch = name if name in _TORCHVISION else "resnet50"  # LP's resnet50_*: plain ResNet-50
+        built = build_features(arch, library="torchvision", in_channels=in_channels,
+                               pretrained=pretrained, output_stride=output_stride, where=where)
     else:
         timm_name = name[5:] if name.startswith("timm/") else _LP_TIMM.get(name, name)
         if name in _LP_TIMM and timm_name.startswith(("vit", "samvit")):
             timm_kwargs.setdefault("dynamic_img_size", True)
-        body, channels, stride = _timm(timm_name, in_channels, output_stride, where, timm_kwargs)
-    module = Backbone(body, channels, stride, name, freeze_bn_stats)
-    if pretrained not in (False, None):
-        load_weights(body, pretrained, where=f"{where}.pretrained")
-    return module, channels, stride
-
-
-def _torchvision(name: str, in_channels: int, output_stride, where: str):
-    import torchvision
-
-    arch = name if name in _TORCHVISION else "resnet50"  # LP's resnet50_* names: plain ResNet-50
-    dilation = {None: [False] * 3, 32: [False] * 3, 16: [False, False, True],
-                8: [False, True, True]}[output_stride]
-    if any(dilation) and arch in ("resnet18", "resnet34"):
-        raise ConfigError.at(f"{where}.output_stride", f"{arch} cannot be dilated",
-                             got=output_stride, fix="use output_stride 32 or resnet50 and up")
-    net = getattr(torchvision.models, arch)(weights=None, replace_stride_with_dilation=dilation)
-    if in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    channels = 512 if arch in ("resnet18", "resnet34") else 2048
-    return _TorchvisionResNet(net), channels, output_stride or 32
-
-
-def _timm(name: str, in_channels: int, output_stride, where: str, kwargs: dict):
-    import timm
-
-    if not timm.is_model(name):
-        raise ConfigError.at(where, "unknown backbone", got=name,
-                             fix="use a timm model name, a torchvision ResNet or one of Lightning "
-                             "Pose's names" + did_you_mean(name, list(LP_BACKBONES)
-                                                           + timm.list_models()))
-    if output_stride is not None:
-        kwargs = {**kwargs, "output_stride": output_stride}
-    try:
-        body = timm.create_model(name, pretrained=False, features_only=True, out_indices=(-1,),
-                                 in_chans=in_channels, **kwargs)
-    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
-        raise ConfigError.at(where, f"timm cannot build {name!r} as a feature extractor ({exc})",
-                             got=name, fix="pick another backbone or drop unsupported "
-                             "options such as output_stride") from exc
-    return body, int(body.feature_info.channels()[-1]), int(body.feature_info.reduction()[-1])
+        built = build_features(
+            timm_name, library="timm", in_channels=in_channels, pretrained=pretrained,
+            output_stride=output_stride, out_indices=(-1,), where=where, role="backbone",
+            unknown_fix="use a timm model name, a torchvision ResNet or one of Lightning "
+            "Pose's names", suggest=LP_BACKBONES, **timm_kwargs)
+    module = Backbone(built.module, built.width, built.stride, name, freeze_bn_stats)
+    return module, built.width, built.stride
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -5,7 +5,7 @@ with global pooling, or a torchvision ResNet without ``fc``, then a Linear sized
 pooled output: timm's ``head_hidden_size``, which differs from ``num_features`` for models with a
 pre-logits head such as MobileNetV3). Any timm family works (ResNet, EfficientNet, MobileNet,
 ConvNeXt, ViT...); a ViT needs ``img_size`` = the crop size (or ``dynamic_img_size=True``) among
-its encoder settings. Nothing is downloaded:
+its encoder settings. The encoder is built by ``bioloop.models.backbones``. Nothing is downloaded:
 ``pretrained=True`` is refused, a local weights file loads (first conv adapted to ``in_chans``).
 
 ``GlobalTrackingTransformer.forward(ref_crops, ref_boxes, ref_times, query_index)`` adds spatial
@@ -18,66 +18,19 @@ on the order of the instances (permutation-equivariant).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from bioloop.config.structure import did_you_mean
 from bioloop.errors import ConfigError, DataError
+from bioloop.models.backbones import build_backbone, check_pretrained
 from bioloop.tasks.tracking.embedding import Embedding
 from bioloop.tasks.tracking.transformer import (AttentionHead, Decoder, DecoderLayer, Encoder,
                                                 EncoderLayer, check_activation)
 
 _BACKENDS = ("timm", "torchvision")
 _ENC = "model.encoder_cfg"
-
-
-def _torchvision_names() -> list[str]:
-    import torchvision.models as tvm
-    return sorted(n for n in tvm.list_models(module=tvm)
-                  if n.startswith(("resnet", "resnext", "wide_resnet")))
-
-
-def _build_timm(model_name: str, in_chans: int, kwargs: dict) -> tuple[nn.Module, int]:
-    import timm
-    if model_name not in timm.list_models():
-        raise ConfigError.at(f"{_ENC}.model_name", "unknown timm model"
-                             f"{did_you_mean(model_name, timm.list_models())}", got=model_name,
-                             fix="use a name from timm.list_models(), or backend='torchvision'")
-    try:
-        body = timm.create_model(model_name, pretrained=False, num_classes=0, in_chans=in_chans,
-                                 features_only=False, **kwargs)
-    except TypeError as exc:
-        raise ConfigError.at(_ENC, f"timm cannot build {model_name!r} with these settings "
-                             f"({exc})", got=sorted(kwargs),
-                             fix="drop the settings timm does not accept") from exc
-    # the pooled output width: timm's head_hidden_size where a model has a pre-logits head (MobileNetV3:
-    # 1024 pooled vs num_features 288), else num_features
-    width = getattr(body, "head_hidden_size", None) or body.num_features
-    return body, int(width)
-
-
-def _build_torchvision(model_name: str, in_chans: int, kwargs: dict) -> tuple[nn.Module, int]:
-    import torchvision.models as tvm
-    names = _torchvision_names()
-    if model_name not in names:
-        raise ConfigError.at(f"{_ENC}.model_name", "the torchvision backend offers ResNets only"
-                             f"{did_you_mean(model_name, names)}", got=model_name,
-                             fix=f"use one of {', '.join(names)}, or backend='timm'")
-    try:
-        body = tvm.get_model(model_name, weights=None, **kwargs)
-    except TypeError as exc:
-        raise ConfigError.at(_ENC, f"torchvision cannot build {model_name!r} with these settings "
-                             f"({exc})", got=sorted(kwargs),
-                             fix="drop the unknown settings") from exc
-    if in_chans != 3:
-        old = body.conv1
-        body.conv1 = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride,
-                               old.padding, bias=False)
-    width = body.fc.in_features
-    body.fc = nn.Identity()
-    return body, int(width)
 
 
 class VisualEncoder(nn.Module):
@@ -93,21 +46,11 @@ class VisualEncoder(nn.Module):
         if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
             raise ConfigError.at(f"{_ENC}.in_chans", "in_chans must be a positive integer",
                                  got=in_chans, fix="e.g. in_chans=3 (RGB) or 1 (grayscale)")
-        if pretrained is True:
-            raise ConfigError.at(f"{_ENC}.pretrained", "pretrained=True would download weights, "
-                                 "and bioloop never uses the network", got=True,
-                                 fix="download the weights file once yourself and set "
-                                 "pretrained='/path/to/weights.pth', or pretrained=False to "
-                                 "train from scratch")
-        if pretrained not in (False, None) and not isinstance(pretrained, (str, os.PathLike)):
-            raise ConfigError.at(f"{_ENC}.pretrained", "pretrained must be False or the path of "
-                                 "a local weights file", got=pretrained,
-                                 fix="e.g. pretrained='/models/resnet18.pth'")
-        build = _build_timm if backend == "timm" else _build_torchvision
-        self.backbone, width = build(model_name, in_chans, dict(kwargs))
-        if pretrained not in (False, None):
-            from bioloop.models.weights import load_weights
-            load_weights(self.backbone, Path(pretrained), where=f"{_ENC}.pretrained")
+        check_pretrained(pretrained, name=model_name, where=f"{_ENC}.pretrained")
+        built = build_backbone(model_name, library=backend, output="pooled", in_channels=in_chans,
+                               pretrained=pretrained, where=_ENC, name_key="model_name",
+                               **kwargs)
+        self.backbone, width = built.module, built.width
         self.in_chans, self.d_model = in_chans, int(d_model)
         self.out_layer = nn.Linear(width, self.d_model)
 
