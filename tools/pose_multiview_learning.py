@@ -5,6 +5,15 @@
 The data: ``make_multiview_pose_dataset`` (12 sessions x 12 frames, 64 x 64, the second camera an affine
 view of the first); split 0.7 / 0.15 / 0.15 by session, so the test sessions are unseen. The mean training
 pose (per view) is printed as the baseline a model must beat.
+
+Measured once (``--epochs 15 --seeds 0``, one thread, a loaded 2-core box), test-split mean pixel error:
+
+    losses           top     side    seconds   (mean pose: top 16.94, side 14.91)
+    none             3.58    3.98     87
+    pca_multiview    3.53    3.57    201
+
+One seed: the difference between the two rows is within what other seeds could change; it is not a
+measured benefit of pca_multiview.
 """
 
 from __future__ import annotations
