@@ -153,11 +153,17 @@ def test_a_two_camera_project_trains_with_pca_multiview_predicts_a_csv_per_view_
     from bioloop import api
     from bioloop.tasks.pose.labels import read_labels
 
-    config = _config(tmp_path, project)
+    videos = Path(project.root) / "videos"
+    config = _config(tmp_path, project, losses_to_use=["pca_multiview", "temporal"],
+                     eval={"predict_vids_after_training": True, "test_videos_directory": str(videos)})
     torch.set_num_threads(2)
     result = api.train(str(config), quiet=True)
     metrics = pd.read_csv(Path(result["run_dir"]) / "metrics.csv")
     assert (metrics["tag"] == "train/pca_multiview_loss").sum() == 2
+    assert (metrics["tag"] == "train/temporal_loss").sum() == 2
+    # after training, every session's videos: one CSV per view named like the view's video
+    assert sorted(Path(p).name for p in result["video_prediction_files"]) == sorted(
+        f"session{s}_{v}.csv" for s in range(4) for v in project.view_names)
     test = result["test_scores"]
     assert {"pixel_error/top", "pixel_error/side", "pixel_error/top/nose", "pixel_error/side/tail_tip"} <= set(test)
     # a session's video: one CSV per view, every frame

@@ -446,7 +446,10 @@ class PoseTask(Task):
         extras = {**extras, "checkpoint": str(path)}
         out_dir = Path(cfg.run_dir) / "video_preds"
         written: list = []  # every file: the CSVs and their overlay videos
-        csvs = [str(self.predict(cfg, model, extras=extras, input=str(v), output=str(out_dir / f"{v.stem}.csv"),
+        def stem(video: Path) -> str:  # a multi-view session's CSVs are <session>_<view>.csv, as its videos
+            return video.stem[:-len(cfg.view_names[0]) - 1] if cfg.view_names else video.stem
+
+        csvs = [str(self.predict(cfg, model, extras=extras, input=str(v), output=str(out_dir / f"{stem(v)}.csv"),
                                  save_video=cfg.eval.save_vids_after_training, overwrite=True,
                                  show_progress=not quiet, written=written))
                 for v in videos]
