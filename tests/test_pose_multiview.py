@@ -208,3 +208,13 @@ losses:
     path.write_text(text.replace("model_type: heatmap", "model_type: heatmap_multiview_transformer"))
     with pytest.raises(BioloopError, match=r"model.model_type: .*cross-view transformer is not built"):
         api.load_config(str(path), echo=lambda _m: None)
+
+
+def test_synthetic_views_is_a_pose_option_only(tmp_path):
+    from click.testing import CliRunner
+
+    from bioloop.cli import cli
+
+    result = CliRunner().invoke(cli, ["synthetic", str(tmp_path / "x"), "--layout", "tracking", "--views", "a,b"])
+    assert result.exit_code != 0 and "--views makes a single-animal pose project" in result.output
+    assert not (tmp_path / "x").exists()
