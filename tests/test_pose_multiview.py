@@ -141,8 +141,7 @@ def test_config_check_names_what_a_multiview_project_cannot_do(project, tmp_path
                            (dict(labels_file="CollectedData_top.csv"), "one labels file per view is needed"),
                            (dict(view_names=None), "a list of labels files is a multi-view project"),
                            (dict(losses_to_use=["pca_singleview"], columns_for_singleview_pca=[0, 1]),
-                            "pca_singleview is not available with view_names"),
-                           (dict(eval={"save_vids_after_training": True}), "overlay videos are not drawn")):
+                            "pca_singleview is not available with view_names")):
         with pytest.raises(BioloopError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load_config(str(_config(tmp_path, project, **extra)))
 
@@ -167,9 +166,16 @@ def test_a_two_camera_project_trains_with_pca_multiview_predicts_a_csv_per_view_
     test = result["test_scores"]
     assert {"pixel_error/top", "pixel_error/side", "pixel_error/top/nose", "pixel_error/side/tail_tip"} <= set(test)
     # a session's video: one CSV per view, every frame
+    written = []
     first = api.predict(str(config), input=project.video_paths[0][1], output=str(tmp_path / "pred.csv"),
-                        show_progress=False)
-    assert first == tmp_path / "pred_top.csv" and (tmp_path / "pred_side.csv").is_file()
+                        show_progress=False, save_video=True, written=written)
+    assert first == tmp_path / "pred_top.csv"
+    assert [Path(p).name for p in written] == ["pred_top.csv", "pred_side.csv", "pred_top.labeled.mp4",
+                                               "pred_side.labeled.mp4"]
+    from bioloop.tasks.pose.video import VideoReader
+
+    with VideoReader(tmp_path / "pred_side.labeled.mp4") as reader:
+        assert len(reader) == 8
     assert read_labels(tmp_path / "pred_side.csv").num_frames == 8
     # the labeled images of every view, scored per view on the run's test split: the after-training numbers
     labeled = api.predict(str(config), input=project.csv_paths[0], output=str(tmp_path / "lab.csv"),

@@ -13,11 +13,13 @@ every single-view piece (heatmap targets, losses, decoding, confidences) applies
 by V cameras is V 2D points of one 3D point: a 3-dimensional subspace of the 2V coordinates).
 
 Unlabeled videos are named ``<session>_<view>.mp4`` (Lightning Pose's convention); a session must
-have a video for every view, all with the same number of frames. Prediction writes one CSV per view.
+have a video for every view, all with the same number of frames. Prediction writes one CSV per view
+(and, for videos, one overlay mp4 per view).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import attrs
@@ -187,12 +189,14 @@ class MultiViewClips(torch.utils.data.Dataset):
 
 # ---------------------------------------------------------------- prediction
 def predict_views(cfg, model, task, *, extras, input, output, batch_size=None, overwrite=False,
-                  show_progress=True, written: list | None = None) -> Path:
+                  show_progress=True, written: list | None = None, save_video=None) -> Path:
     """Predict one session seen by every view into one CSV per view.
 
     ``input`` is one view's video (``<session>_<view>.mp4``; the other views' videos are found next to it
     by their view names) or one view's labels CSV (its labeled images and the other views' CSVs as
     configured). ``output`` ``preds.csv`` gives ``preds_<view>.csv`` per view; returns the first one.
+    ``save_video`` (default ``eval.save_vids_after_training``) also draws each view's keypoints on its
+    video (``preds_<view>.labeled.mp4``; videos only). Every file written is appended to ``written``.
     """
     from bioloop.engine.progress import progress_enabled, tqdm
     from bioloop.tasks.pose.data import normalize_frames, resize_image, unresize_keypoints
@@ -206,7 +210,7 @@ def predict_views(cfg, model, task, *, extras, input, output, batch_size=None, o
     for path in outputs:
         if path.exists() and not overwrite:
             raise DataError.at(str(path), "output already exists", fix="choose another --output or pass --overwrite")
-    frames_of_view, rows = _view_sources(cfg, source, views)
+    frames_of_view, rows, videos = _view_sources(cfg, source, views)
     batch_size = batch_size or cfg.dali.base_predict_sequence_length
     device = next(model.parameters()).device
     model.eval()
@@ -240,13 +244,26 @@ def predict_views(cfg, model, task, *, extras, input, output, batch_size=None, o
         write_dlc_csv(path, kp[:, v], likelihood=conf[:, v], keypoint_names=names,
                       root=getattr(cfg, "data_dir", None), **index)
         files.append(path)
+    want_video = cfg.eval.save_vids_after_training if save_video is None else save_video
+    if want_video and videos:
+        from bioloop.tasks.pose.overlay import write_overlay_video
+
+        for v, path in enumerate(outputs):
+            files.append(write_overlay_video(videos[v], kp[:, v], conf[:, v], path.with_suffix(".labeled.mp4"),
+                                             colormap=cfg.eval.colormap,
+                                             confidence_thresh=cfg.eval.confidence_thresh_for_vid,
+                                             show_progress=show_progress, names=names))
+    elif want_video and save_video:
+        print(f"predict: no overlay video for {source}: overlays are drawn on videos, not labeled images",
+              file=sys.stderr)
     if written is not None:
         written.extend(files)
     return outputs[0]
 
 
-def _view_sources(cfg, source: Path, views) -> tuple[list, list]:
-    """Per view an iterator of RGB frames and the rows' index (image paths or frame numbers)."""
+def _view_sources(cfg, source: Path, views) -> tuple[list, list, list | None]:
+    """Per view an iterator of RGB frames, the rows' index (image paths or frame numbers) and the video
+    (None for labeled images)."""
     from bioloop.tasks.pose.semi import VIDEO_SUFFIXES
 
     if source.suffix.lower() == ".csv":
@@ -260,7 +277,7 @@ def _view_sources(cfg, source: Path, views) -> tuple[list, list]:
 
         reader = FrameReader()
         return ([(reader.read(p) for p in lab.image_paths) for lab in labels],
-                [list(lab.image_paths) for lab in labels])
+                [list(lab.image_paths) for lab in labels], None)
     if source.suffix.lower() not in VIDEO_SUFFIXES or not source.is_file():
         raise DataError.at(str(source), "expected one view's video (<session>_<view>.mp4) or labels CSV",
                            fix=f"videos: {', '.join(VIDEO_SUFFIXES)}")
@@ -289,7 +306,7 @@ def _view_sources(cfg, source: Path, views) -> tuple[list, list]:
             for start in range(0, counts[0], 64):
                 yield from reader.read(start, min(64, counts[0] - start))
 
-    return [frames(p) for p in videos], [list(range(counts[0]))] * len(views)
+    return [frames(p) for p in videos], [list(range(counts[0]))] * len(views), videos
 
 
 def view_slices(view_names, num_keypoints: int) -> dict[str, slice]:
@@ -374,9 +391,6 @@ def check_views_config(cfg) -> list[str]:
     if "pca_singleview" in cfg.losses_to_use:
         problems.append("losses_to_use: pca_singleview is not available with view_names (whether its columns "
                         "count per view or across views is not settled); use pca_multiview and/or temporal")
-    if cfg.eval.save_vids_after_training:
-        problems.append("eval.save_vids_after_training: overlay videos are not drawn for multi-view projects "
-                        "(each view's CSV is written); set it to False")
     if cfg.pose_model is not None:
         problems.append("pose_model: multi-view projects build their model from model_type and backbone; "
                         "drop pose_model")

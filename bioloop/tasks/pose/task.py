@@ -513,12 +513,12 @@ class PoseTask(Task):
         if cfg.view_names:
             from bioloop.tasks.pose.multiview import predict_views
 
-            unused = sorted(k for k in ("save_video", "slp_output", "device") if options.get(k))
+            unused = sorted(k for k in ("slp_output",) if options.get(k))
             if unused:
-                raise ConfigError.at("predict", "a multi-view prediction writes one CSV per view only",
-                                     got=unused, fix="drop these options for a multi-view project")
-            keep = {k: options[k] for k in ("input", "output", "batch_size", "overwrite", "show_progress", "written")
-                    if k in options}
+                raise ConfigError.at("predict", "a multi-view prediction writes one CSV per view (and overlay "
+                                     "videos), no .slp", got=unused, fix="drop --slp for a multi-view project")
+            keep = {k: options[k] for k in ("input", "output", "batch_size", "overwrite", "show_progress", "written",
+                                            "save_video") if k in options}
             return predict_views(cfg, model, self, extras=extras, **keep)
         from bioloop.tasks.pose.predict import predict_pose
 
