@@ -412,22 +412,28 @@ class PoseTask(Task):
                 "model_type": cfg.model_type, "downsample_factor": cfg.downsample_factor, "method": cfg.method}
 
     # ------------------------------------------------------------ predict / evaluate
+    def follow_up_training(self, cfg, result, runtime, *, quiet: bool = False) -> dict[str, Any]:
+        """Top-down configs train (or resume, or skip when finished) the detector on every rank, through
+        the engine, into ``<checkpoint folder>/detector/``: ``{"detector_checkpoint": path}``."""
+        if cfg.method != "td":
+            return {}
+        from bioloop.tasks.pose.td_task import train_config_detector
+
+        labels = load_labels(cfg)
+        path = train_config_detector(cfg, labels, self._split(cfg, labels), runtime=runtime, quiet=quiet)
+        return {"detector_checkpoint": str(path)}
+
     def after_training(self, cfg, result, *, quiet: bool = False) -> dict[str, Any]:
         """``eval.predict_vids_after_training``: predict every video of ``eval.test_videos_directory``
         with the best checkpoint into ``<run_dir>/video_preds/`` (+ overlay mp4s with
-        ``eval.save_vids_after_training``). Top-down configs first train (or resume, or skip when
-        finished) the detector into ``<checkpoint folder>/detector/``: ``{"detector_checkpoint": path}``."""
+        ``eval.save_vids_after_training``), with the detector ``follow_up_training`` trained for
+        top-down configs."""
         from bioloop.engine.trained import load_trained_model
         from bioloop.tasks.pose.semi import VIDEO_SUFFIXES
 
         done: dict[str, Any] = {}
         labels = load_labels(cfg)
         split = self._split(cfg, labels)
-        if cfg.method == "td":
-            from bioloop.tasks.pose.td_task import train_config_detector
-
-            path = train_config_detector(cfg, labels, split, quiet=quiet)
-            done["detector_checkpoint"] = str(path)
         if len(split["test"]):
             done["test_scores"] = self._score_test_split(cfg, labels, split["test"], quiet)
         folder = cfg.eval.test_videos_directory
