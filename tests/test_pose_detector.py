@@ -1,8 +1,10 @@
-"""Top-down detector: keypoint boxes, offline torchvision builders, DLC settings, training with resume."""
+"""Top-down detector: keypoint boxes, offline torchvision builders, DLC settings, training through the engine (resume, interrupt, TensorBoard)."""
 
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,31 +149,43 @@ def _step_lr(gamma):
 
 
 def _metrics(folder):
-    with open(folder / "detector_metrics.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+    """The engine's metrics.csv as one dict per epoch: {"epoch", "train/loss", "train/lr", "val/recall", ...}."""
+    rows: dict[int, dict] = {}
+    with open(folder / "metrics.csv", newline="") as handle:
+        for r in csv.DictReader(handle):
+            rows.setdefault(int(r["epoch"]), {"epoch": r["epoch"]})[r["tag"]] = r["value"]
+    return [rows[e] for e in sorted(rows)]
+
+
+def _count_steps(monkeypatch):
+    from bioloop.tasks.pose.detector_task import DetectorTask
+
+    calls = []
+    real = DetectorTask.training_step
+    monkeypatch.setattr(DetectorTask, "training_step", lambda self, *a: calls.append(1) or real(self, *a))
+    return calls
 
 
 def test_train_resume_and_refuse(labels, tmp_path, monkeypatch, one_thread):
-    calls = []
-    real_batch = det._batch
-    monkeypatch.setattr(det, "_batch", lambda *a: calls.append(1) or real_batch(*a))
+    calls = _count_steps(monkeypatch)
     out = tmp_path / "det"
-    first = det.train_detector(_settings(epochs=1, scheduler=_step_lr(0.5)), labels, [0, 1], out, seed=3, show_progress=False,
-                               where="cfg.py: detector")
+    first = det.train_detector(_settings(epochs=1, scheduler=_step_lr(0.5)), labels, [0, 1], out, seed=3,
+                               show_progress=False, where="cfg.py: detector", tensorboard=False, precision="bf16")
     assert first == out / "detector-001.pt" and len(calls) == 1
+    assert json.loads((out / "run.json").read_text())["precision"] == "bf16"  # the engine's autocast ran it
     before = first.read_bytes()
-    loss1 = _metrics(out)[0]["loss"]
+    loss1 = _metrics(out)[0]["train/loss"]
     # two epochs: continues at epoch 2; epoch 1 is not run again
     final = det.train_detector(_settings(epochs=2, scheduler=_step_lr(0.5)), labels, [0, 1], out, val_rows=[0], seed=3,
-                               show_progress=False, where="cfg.py: detector")
+                               show_progress=False, where="cfg.py: detector", tensorboard=False)
     assert final == out / "detector-002.pt" and len(calls) == 2
     assert torch.load(final, weights_only=False)["epoch"] == 2 and first.read_bytes() == before
     rows = _metrics(out)
-    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["loss"] == loss1
-    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-4, 5e-5])  # the scheduler resumed too
-    assert 0 <= float(rows[1]["val_recall"]) <= 1 and (out / "detector-best.pt").is_file()
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["train/loss"] == loss1
+    assert [float(r["train/lr"]) for r in rows] == pytest.approx([1e-4, 5e-5])  # the scheduler resumed too
+    assert 0 <= float(rows[1]["val/recall"]) <= 1 and (out / "detector_best.pth").is_file()
     # finished: nothing is retrained
-    assert det.train_detector(_settings(epochs=2), labels, [0, 1], out, show_progress=False) == final
+    assert det.train_detector(_settings(epochs=2), labels, [0, 1], out, show_progress=False, tensorboard=False) == final
     assert len(calls) == 2
     with pytest.raises(CheckpointError, match=r"cfg.py: detector.load_model: None starts the detector afresh, "
                                               r"but .* holds 2 detector snapshot\(s\)"):
@@ -191,8 +205,62 @@ def test_train_resume_and_refuse(labels, tmp_path, monkeypatch, one_thread):
         det.load_detector(tmp_path)
 
 
+def test_interrupt_leaves_a_resumable_checkpoint_and_tensorboard_scalars(labels, tmp_path, monkeypatch, one_thread):
+    """SIGINT mid-epoch: the engine saves detector_interrupted.pth; 'latest' resumes at the next batch."""
+    import signal
+
+    from bioloop.errors import TrainingInterrupted
+    from bioloop.tasks.pose.detector_task import DetectorTask
+
+    real = DetectorTask.training_step
+    calls = []
+
+    def step(self, *args):
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)  # the engine's handler: stop at the next optimizer step
+        return real(self, *args)
+
+    monkeypatch.setattr(DetectorTask, "training_step", step)
+    out = tmp_path / "det"
+    settings = DetectorSettings(variant=SMALL, batch_size=1, epochs=1)
+    with pytest.raises(TrainingInterrupted, match=r"cfg.py: training interrupted by signal 2 in epoch 1 after 1 "
+                                                  r"batches; checkpoint saved to .*detector_interrupted.pth; resume "
+                                                  r"with `bioloop train .*cfg.py -s detector.load_model=latest"):
+        det.train_detector(settings, labels, [0, 1], out, seed=1, show_progress=False, where="cfg.py: detector",
+                           source=_source(tmp_path))
+    state = torch.load(out / "detector_interrupted.pth", weights_only=False)
+    assert (state["epoch"], state["batch_in_epoch"], state["extras"]["variant"]) == (0, 1, SMALL)
+    assert not det.snapshot_paths(out)
+    final = det.train_detector(settings, labels, [0, 1], out, seed=1, show_progress=False)
+    assert final == out / "detector-001.pt" and len(calls) == 2  # only the second batch ran again
+    assert not (out / "detector_interrupted.pth").exists()
+    # the resumed run ends where an uninterrupted one does
+    whole = det.train_detector(settings, labels, [0, 1], tmp_path / "whole", seed=1, show_progress=False,
+                               tensorboard=False)
+    resumed, straight = (torch.load(p, weights_only=False)["model"] for p in (final, whole))
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/loss_classifier", "train/loss_box_reg", "train/lr"} <= tags
+    assert all(np.isfinite(e.value) for e in events.Scalars("train/loss"))
+
+
+def _source(folder):
+    from bioloop.config.loader import ConfigSource
+
+    path = folder / "cfg.py"
+    path.write_text("task = 'pose'\n")
+    return ConfigSource(path=path, sha256="0" * 64)
+
+
 def test_snapshot_and_data_errors(labels, tmp_path, monkeypatch, one_thread):
+    from bioloop.engine.rng import capture_rng_state
     from bioloop.errors import TrainingError
+    from bioloop.tasks.pose.detector_task import DetectorFrames
 
     with pytest.raises(TrainingError, match="no training frames for the detector"):
         det.train_detector(_settings(load_model=None), labels, [], tmp_path / "a")
@@ -206,39 +274,35 @@ def test_snapshot_and_data_errors(labels, tmp_path, monkeypatch, one_thread):
     # a snapshot whose optimizer state does not fit (another number of parameter groups)
     model = det.build_detector(SMALL, min_size=64, max_size=80)
     optimizer = torch.optim.AdamW([{"params": [p]} for p in list(model.parameters())[:2]])
-    torch.save({"kind": "detector", "variant": SMALL, "epoch": 1, "min_size": 64, "max_size": 80,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": None},
-               tmp_path / "snap.pt")
-    with pytest.raises(CheckpointError, match="optimizer: the snapshot's optimizer state does not fit"):
+    torch.save({"extras": {"kind": "detector", "variant": SMALL, "min_size": 64, "max_size": 80}, "epoch": 1,
+                "step": 1, "task": "pose", "rng": capture_rng_state(), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": None}, tmp_path / "snap.pt")
+    with pytest.raises(CheckpointError, match="snap.pt: optimizer state does not fit this optimizer"):
         det.train_detector(_settings(epochs=2, resume_training_from=str(tmp_path / "snap.pt")), labels, [0],
-                           tmp_path / "b")
+                           tmp_path / "b", tensorboard=False)
     # a diverged step stops training with a TrainingError
-    real_batch = det._batch
+    real_item = DetectorFrames.__getitem__
 
-    def nan_batch(*args):
-        images, targets = real_batch(*args)
-        return [im * float("nan") for im in images], targets
+    def nan_item(self, key):
+        image, target = real_item(self, key)
+        return image * float("nan"), target
 
-    monkeypatch.setattr(det, "_batch", nan_batch)
-    with pytest.raises(TrainingError, match="the detector loss is not finite at epoch 1"):
-        det.train_detector(_settings(epochs=1, load_model=None), labels, [0], tmp_path / "c")
+    monkeypatch.setattr(DetectorFrames, "__getitem__", nan_item)
+    with pytest.raises(TrainingError, match="non-finite loss at epoch 1"):
+        det.train_detector(_settings(epochs=1, load_model=None), labels, [0], tmp_path / "c", tensorboard=False)
 
 
-def test_resumed_schedule_restored_or_edited():
-    model = torch.nn.Linear(2, 2)
-    saved = _settings(scheduler=_step_lr(0.5))
-    optimizer, scheduler = det._optimizer_and_scheduler(model, saved, None, 0, "cfg.py: detector")
-    for _ in range(2):
-        model(torch.ones(1, 2)).sum().backward()
-        optimizer.step()
-        scheduler.step()
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    optimizer, _ = det._optimizer_and_scheduler(model, saved, state, 2, "cfg.py: detector")
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-5)
-    edited = _settings(scheduler=_step_lr(0.1), load_scheduler_state_dict=False)
-    optimizer, scheduler = det._optimizer_and_scheduler(model, edited, state, 2, "cfg.py: detector")
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)  # the edited schedule at epoch 2
-    assert "exp_avg" in optimizer.state[model.weight]  # the moments came back
+def test_detector_optimizer_settings():
+    from bioloop.tasks.pose.detector_task import _check_optimizer, detector_training_config
+
     sgd = _settings(optimizer={"type": "SGD", "params": {"lr": 0.1}})
-    optimizer, scheduler = det._optimizer_and_scheduler(model, sgd, None, 0, "cfg.py: detector")
-    assert isinstance(optimizer, torch.optim.SGD) and scheduler is None
+    cfg = detector_training_config(sgd, Path("/tmp/d"), load_model=None, seed=0, device="cpu", precision="32",
+                                   tensorboard=False)
+    assert cfg.optimizer == {"type": "SGD", "params": {"lr": 0.1}} and cfg.scheduler is None
+    assert cfg.checkpoint_dir == Path("/tmp/d") and cfg.run_dir == Path("/tmp/d")
+    assert detector_training_config(_settings(), Path("/tmp/d"), load_model=None, seed=0, device="cpu",
+                                    precision="32", tensorboard=False).optimizer == "AdamW"
+    with pytest.raises(ConfigError, match=r"cfg.py: detector.optimizer"):
+        _check_optimizer(_settings(optimizer={"type": "NoSuchOptimizer"}), "cfg.py: detector")
+    _, problems = structure_section(DetectorSettings, {"model": {"type": "YOLO"}}, where="cfg.py")
+    assert problems and "unknown setting 'model.type'" in problems[0]

@@ -59,7 +59,7 @@ def test_topdown_train_predict_evaluate(tmp_path, multi, one_thread):
     result = api.train(str(config), quiet=True)
     folder = tmp_path / "ck" / "detector"
     assert result["detector_checkpoint"] == str(folder / "detector-001.pt")
-    assert (folder / "detector-001.pt").is_file() and (folder / "detector_metrics.csv").is_file()
+    assert (folder / "detector-001.pt").is_file() and (tmp_path / "logs" / "detector" / "metrics.csv").is_file()
     assert "pixel_error/mean" in result["best"]
     preds = tmp_path / "logs" / "video_preds"  # predicted after the detector was trained
     assert sorted(Path(p).name for p in result["video_predictions"]) == ["video0.csv", "video1.csv"]
@@ -179,3 +179,20 @@ def _write(tmp_path):
     path = tmp_path / "eval.py"
     path.write_text(f"task = 'pose'\ndata_dir = {str(tmp_path)!r}\neval = {{'pck_thresholds': [3.0]}}\n")
     return path
+
+
+@pytest.mark.slow
+def test_detector_trains_under_ddp_on_every_rank(tmp_path, multi):
+    """Two gloo processes: the detector's step runs inside DDP on both ranks, which end with equal weights."""
+    from tests.test_distributed import _spawn
+
+    text = _config(tmp_path, multi).read_text()
+    ranks = _spawn(tmp_path, text)
+    folder = tmp_path / "ck" / "detector"
+    assert [r["result"]["detector_checkpoint"] for r in ranks] == [str(folder / "detector-001.pt")] * 2
+    reduced = [c for r in ranks for c in r["collectives"] if c["name"] == "all_reduce"]
+    assert reduced and all(c["ok"] for c in reduced)
+    state = torch.load(folder / "detector-001.pt", weights_only=False)
+    assert state["sampler"]["world_size"] == 2 and state["step"] == 1  # 2 frames, 1 per rank and batch
+    run = json.loads((tmp_path / "logs" / "detector" / "run.json").read_text())
+    assert run["world_size"] == 2

@@ -360,6 +360,8 @@ def train(cfg, *, quiet: bool = False, echo=None) -> dict[str, Any]:
     runtime = init_runtime(cfg.device, cfg.precision, where=cfg.source.name if cfg.source else "")
     try:
         result = Trainer(cfg, task, runtime, quiet=quiet, echo=echo).run()
+        # every rank: further engine runs all processes take part in (pose's top-down detector, DDP)
+        result.update(task.follow_up_training(cfg, result, runtime, quiet=quiet) or {})
         if runtime.is_main:  # e.g. predict the test videos with the best model
             result.update(task.after_training(cfg, result, quiet=quiet) or {})
         return result

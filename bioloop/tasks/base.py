@@ -54,7 +54,7 @@ class Task(abc.ABC):
     HOOKS: tuple[str, ...] = (
         "metric_mode", "build_model", "build_loss", "build_datasets", "parameter_groups", "collate",
         "before_training", "training_step", "before_optimizer_step", "validation_step", "reduce_validation",
-        "figures", "checkpoint_extras", "after_training", "predict", "evaluate", "process", "view_batch",
+        "figures", "checkpoint_extras", "follow_up_training", "after_training", "predict", "evaluate", "process", "view_batch",
         "check_config",
     )
 
@@ -141,6 +141,14 @@ class Task(abc.ABC):
         the model can be built (on the meta device, no weights read or downloaded). One house-format
         message per problem (default: nothing to check beyond the schema)."""
         return []
+
+    def follow_up_training(self, cfg, result: dict[str, Any], runtime, *, quiet: bool = False) -> dict[str, Any]:
+        """On every rank once training ends, before after_training: further training runs that every
+        process takes part in on ``runtime`` (e.g. pose's top-down detector, under DDP when the run is).
+
+        The returned dict is merged into train()'s result. Default: nothing more.
+        """
+        return {}
 
     def after_training(self, cfg, result: dict[str, Any], *, quiet: bool = False) -> dict[str, Any]:
         """On the main process once training ends (e.g. predict test videos with the best checkpoint).

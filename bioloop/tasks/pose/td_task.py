@@ -3,8 +3,9 @@
 The pose model of a top-down config sees ``detector.crop_size`` crops of single animals
 (``topdown.PoseCrops``); validation maps its crop-pixel predictions and truths back to frame
 pixels with each item's box, so metrics read as for bottom-up. ``bioloop train`` trains the
-detector after the pose model (``PoseTask.after_training``) into ``<checkpoint folder>/detector/``
-(``detector_dir``), resuming or skipping it when rerun; prediction detects, crops, poses and
+detector through the shared engine after the pose model (``PoseTask.after_training``) into ``<checkpoint folder>/detector/``
+(``detector_dir``; its TensorBoard and ``metrics.csv`` in ``<run folder>/detector/``), resuming or
+skipping it when rerun; prediction detects, crops, poses and
 writes every animal (``predict_frames``).
 """
 
@@ -61,23 +62,28 @@ def crops_to_frame(keypoints, boxes, hw) -> np.ndarray:
         if len(kp) else kp
 
 
-def train_config_detector(cfg, labels, split, *, quiet: bool = False) -> Path:
-    """Train (or resume, or skip when finished) the config's detector; returns its final snapshot."""
+def train_config_detector(cfg, labels, split, *, runtime=None, quiet: bool = False) -> Path:
+    """Train (or resume, or skip when finished) the config's detector; returns its final snapshot.
+
+    With the pose run's ``runtime`` every rank takes part (DDP under torchrun); without, one process."""
     from bioloop.engine.runtime import resolve_device
     from bioloop.tasks.pose.detector import train_detector
 
-    device = resolve_device(cfg.device, where=_where(cfg, "device"))
+    device = runtime.device if runtime is not None else resolve_device(cfg.device, where=_where(cfg, "device"))
     return train_detector(cfg.detector, labels, split["train"], detector_dir(cfg), val_rows=split["val"],
-                          seed=cfg.random_seed, device=device, show_progress=not quiet,
-                          where=_where(cfg, "detector"))
+                          seed=cfg.random_seed, device=device, precision=cfg.precision, show_progress=not quiet,
+                          runtime=runtime,
+                          where=_where(cfg, "detector"), source=cfg.source, tensorboard=cfg.logger.tensorboard,
+                          num_workers=cfg.num_workers, run_dir=Path(cfg.run_dir) / "detector")
 
 
 def load_config_detector(cfg, device):
-    """The trained detector: ``detector-best.pt`` (best validation recall), else the newest snapshot."""
+    """The trained detector: ``detector_best.pth`` (best validation recall), else the newest snapshot."""
     from bioloop.tasks.pose.detector import load_detector, snapshot_paths
+    from bioloop.tasks.pose.detector_task import BEST_FILE
 
     folder = detector_dir(cfg)
-    best = folder / "detector-best.pt"
+    best = folder / BEST_FILE
     path = best if best.is_file() else (snapshot_paths(folder) or [None])[-1]
     if path is None:
         raise CheckpointError.at(str(folder), "no trained detector in this folder (method = 'td' needs one)",
