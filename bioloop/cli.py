@@ -385,8 +385,13 @@ def init(template, dest, from_file):
                    "moving objects with ground-truth ids (tracking.slp + mp4, a CTC folder, MOTChallenge txt).")
 @click.option("--animals", type=click.IntRange(min=1), default=None,
               help="pose: animals per frame [default: 1]; tracking: objects [default: 5].")
-def synthetic(dest, seed, layout, animals):
+@click.option("--views", default=None,
+              help="pose: a multi-camera project with these comma-separated views (e.g. top,side): one labels CSV "
+                   "and <session>_<view>.mp4 videos per view, the same animal seen by each camera.")
+def synthetic(dest, seed, layout, animals, views):
     """Write a synthetic dataset to DEST (EM volume with nuclei/mitochondria crops, Allen-style tifs, or pose)."""
+    if views is not None and (layout != "pose" or animals not in (None, 1)):
+        raise click.UsageError("--views makes a single-animal pose project: use it with --layout pose only")
     if layout == "allen":
         from bioloop.data.synthetic_allen import make_allen_dataset
 
@@ -399,6 +404,14 @@ def synthetic(dest, seed, layout, animals):
         data = make_tracking_dataset(dest, n_frames=200, n_objects=animals or 5, seed=seed)
         click.echo(f"SLEAP: {data.slp_path} + {data.video_path}\nCTC:   {data.ctc_root} (01, 01_GT/TRA)\n"
                    f"MOT:   {data.mot_txt}")
+        return
+    if layout == "pose" and views is not None:
+        from bioloop.data.synthetic_pose import make_multiview_pose_dataset
+
+        data = make_multiview_pose_dataset(dest, n_frames=16, n_sessions=12, image_size=(96, 96), label_every=2,
+                                           views=tuple(v.strip() for v in views.split(",") if v.strip()), seed=seed)
+        click.echo(f"labels: {', '.join(data.csv_paths)} ({len(data.keypoints)} labeled frames per view)\n"
+                   f"videos: {Path(data.video_paths[0][0]).parent}")
         return
     if layout == "pose":
         from bioloop.data.synthetic_pose import make_pose_dataset

@@ -186,3 +186,18 @@ def test_dtype_normalisation_fast_path_gives_the_float64_values_for_every_value(
     expected = np.clip((big.astype(np.float64) - norm.params["min"]) / (norm.params["max"] - norm.params["min"]),
                        0, 1).astype(np.float32)
     np.testing.assert_array_equal(norm(big), expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 32), (4, 16, 16)])  # the crops are 4 voxels deep
+def test_batched_extraction_equals_per_sample_extraction(em_data, tmp_path, shape, monkeypatch):
+    cfg, (train, _) = _datasets(em_data, tmp_path, shape=shape)
+    keys = [(i % len(train), 1000 + i) for i in range(16)]
+    single = [train[k] for k in keys]
+    assert train.source.batched()
+    calls = []
+    draw = train.source.draw
+    monkeypatch.setattr(train.source, "draw", lambda *a, **k: calls.append(1) or draw(*a, **k))
+    batched = train.__getitems__(keys)
+    assert not calls  # every patch lies inside the in-memory crops: all cut by the batched path
+    _assert_same([single], [batched])
+    assert len({tuple(s["raw"].flatten()[:8].tolist()) for s in batched}) == len(keys)  # distinct patches

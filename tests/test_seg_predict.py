@@ -400,3 +400,43 @@ def test_output_zarr_format_2_writes_ome_ngff_0_4_with_the_same_values(volume, t
     assert parse_url(str(v2 / "a")).version == "0.4" and parse_url(str(v3 / "a")).version == "0.5"
     np.testing.assert_array_equal(_both(v2), _both(v3))
     assert open_volume(v2 / "a").translation == open_volume(v3 / "a").translation == ORIGIN
+
+
+@pytest.mark.parametrize("dtype,compressor,atol", [("float16", "lz4", 2.5e-4), ("uint8", "zstd", 0.5 / 255 + 1e-7),
+                                                    ("uint8", "none", 0.5 / 255 + 1e-7)])
+def test_output_dtype_round_trips_through_predict_process_and_evaluate(volume, tmp_path, dtype, compressor, atol):
+    from bioloop.tasks.segmentation.evaluate import evaluate
+    from bioloop.tasks.segmentation.probabilities import decoded
+    from bioloop.tasks.segmentation.process import ProcessConfig, process_volume
+
+    path, raw = volume((6, 8, 8))
+    cfg = _cfg()
+    cfg.output_dtype, cfg.output_compressor = dtype, compressor
+    out = predict_volume(cfg, Linear(), extras=_extras(cfg), input=path, output=str(tmp_path / "p.zarr"),
+                         show_progress=False)
+    reference = _linear_reference(raw)
+    stored = open_volume(out / "a")
+    assert stored.dtype == np.dtype(dtype)
+    codecs = str(stored.array.compressors)
+    assert ("lz4" in codecs) if compressor == "lz4" else ("Zstd" in codecs) if compressor == "zstd" else codecs == "()"
+    if dtype == "uint8":  # stored as round(p * 255), exactly
+        np.testing.assert_array_equal(stored.read((0, 0, 0), stored.spatial_shape),
+                                      np.rint(reference[0] * 255).astype(np.uint8))
+    probs = np.stack([decoded(open_volume(out / n), str(out / n)).read((0, 0, 0), (6, 8, 8)) for n in ("a", "b")])
+    assert probs.dtype == np.float32 and probs.min() >= 0 and probs.max() <= 1
+    np.testing.assert_allclose(probs, reference, atol=atol)
+    # process thresholds the rescaled probabilities, not the stored codes
+    masks = process_volume(ProcessConfig(thresholds=0.5), ["a", "b"], input=str(out), output=str(tmp_path / "m.zarr"),
+                           show_progress=False)
+    for c, name in enumerate(("a", "b")):
+        np.testing.assert_array_equal(_read(masks / name)[1], (probs[c] > 0.5).astype(np.float32))
+    # evaluate scores a uint8/float16 prediction as probabilities (semantic), never as label ids
+    truth = (reference > 0.5).astype(np.uint8)
+    for c, name in enumerate(("a", "b")):
+        write_volume(tmp_path / "gt.zarr" / "crop" / name, truth[c], scale=SCALE, translation=ORIGIN)
+    result = evaluate(SimpleNamespace(classes=["a", "b"], threshold=0.5, storage_options={}), prediction=str(out),
+                      truth=str(tmp_path / "gt.zarr" / "crop"), show_progress=False)
+    for c, name in enumerate(("a", "b")):
+        mask, gt = probs[c] > 0.5, truth[c] > 0
+        assert result["kinds"][name] == "semantic"
+        assert result["scores"][f"iou/{name}"] == pytest.approx((mask & gt).sum() / (mask | gt).sum())

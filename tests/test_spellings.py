@@ -132,6 +132,8 @@ CASES = [
     (LIGHTNING_POSE, "data.data_dir", "/d", None, {"data_dir": "/d"}),
     (LIGHTNING_POSE, "data.video_dir", "/v", None, {"video_dir": "/v"}),
     (LIGHTNING_POSE, "data.csv_file", "labels.csv", None, {"labels_file": "labels.csv"}),
+    (LIGHTNING_POSE, "data.csv_file", ["top.csv", "side.csv"], None, {"labels_file": ["top.csv", "side.csv"]}),
+    (LIGHTNING_POSE, "data.view_names", ["top", "side"], None, {"view_names": ["top", "side"]}),
     (LIGHTNING_POSE, "data.downsample_factor", 3, None, {"downsample_factor": 3}),
     (LIGHTNING_POSE, "data.num_keypoints", 17, None, {"num_keypoints": 17}),
     (LIGHTNING_POSE, "data.keypoint_names", ["a", "b"], None, {"keypoint_names": ["a", "b"]}),
@@ -182,6 +184,7 @@ CASES = [
     (LIGHTNING_POSE, "model.backbone", "resnet18", None, {"backbone": "resnet18"}),
     (LIGHTNING_POSE, "model.backbone_pretrained", False, None, {"pretrained": False}),
     (LIGHTNING_POSE, "model.model_type", "heatmap_mhcrnn", None, {"model_type": "heatmap_mhcrnn"}),
+    (LIGHTNING_POSE, "model.model_type", "heatmap_multiview_transformer", None, ERROR),  # not built: refused
     (LIGHTNING_POSE, "model.heatmap_loss_type", "kl", None, {"heatmap_loss_type": "kl"}),
     (LIGHTNING_POSE, "model.model_name", "mouse", None, {"model_name": "mouse"}),
     (LIGHTNING_POSE, "model.checkpoint", "/m.ckpt", None, {"model_to_load": "/m.ckpt"}),  # weights at epoch 0

@@ -311,14 +311,17 @@ def create_volume(path: str | os.PathLike, shape: Sequence[int], dtype, *, scale
                   translation: Sequence[float] | None = None, axes: Sequence[str] = ("z", "y", "x"),
                   chunks: Sequence[int] | None = None, fill_value=0, zarr_format: int = 3,
                   overwrite: bool = False, attributes: dict | None = None, level_name: str = "s0",
-                  storage_options: dict | None = None, image_label: dict | None = None):
+                  storage_options: dict | None = None, image_label: dict | None = None,
+                  compressors="auto"):
     """Create an OME-NGFF group with one level and return that (empty) zarr array for writing.
+
+    ``compressors`` is zarr ``create_array``'s argument ("auto": zarr's default zstd; None: uncompressed).
 
     ``image_label`` (e.g. ``{}`` or ``{"colors": [...]}``) marks the image as a label image: OME-NGFF
     ``image-label`` metadata, with the version of the group's format."""
     group, arrays = _create_group(path, [tuple(int(n) for n in shape)], dtype, scale, translation, axes,
                                   chunks, fill_value, zarr_format, overwrite, attributes, [level_name],
-                                  storage_options, image_label)
+                                  storage_options, image_label, compressors)
     return arrays[0]
 
 
@@ -389,7 +392,7 @@ def _downsample(data: np.ndarray, spatial: list[int], labels: bool) -> np.ndarra
 
 
 def _create_group(path, shapes, dtype, scale, translation, axes, chunks, fill_value, zarr_format, overwrite,
-                  attributes, names, storage_options=None, image_label=None):
+                  attributes, names, storage_options=None, image_label=None, compressors="auto"):
     path, axes = str(path), tuple(axes)
     if zarr_format not in (2, 3):
         raise DataError.at(path, "zarr_format must be 2 or 3", got=zarr_format)
@@ -427,7 +430,8 @@ def _create_group(path, shapes, dtype, scale, translation, axes, chunks, fill_va
     for name, shape in zip(names, shapes):
         kwargs = {"dimension_names": axes} if zarr_format == 3 else {}
         arrays.append(group.create_array(name, shape=shape, dtype=dtype, fill_value=fill_value,
-                                         chunks=_chunks(shape, axes, chunks), **kwargs))
+                                         chunks=_chunks(shape, axes, chunks), compressors=compressors,
+                                         **kwargs))
     return group, arrays
 
 

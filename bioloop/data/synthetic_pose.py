@@ -351,3 +351,92 @@ def _write_slp(path: str, video_paths, video_shape, vid_idx, frame_idx, keypoint
         frames.append(sio.LabeledFrame(video=videos[v], frame_idx=int(t), instances=instances))
     labels = sio.Labels(labeled_frames=frames, videos=videos, skeletons=[skeleton], tracks=tracks)
     sio.save_slp(labels, path, verbose=False)
+
+
+# ---------------------------------------------------------------- two cameras
+@attrs.frozen(eq=False)
+class MultiViewPoseDataset:
+    """A Lightning Pose multi-view project: per view a labels CSV, labeled images and session videos.
+
+    ``keypoints`` is (N, V, K, 2) frame pixels (NaN = missing) in the CSVs' row order; ``view_transforms``
+    the 2x3 affine map from the first view's pixels to each view's (the identity for the first)."""
+
+    root: str
+    view_names: tuple[str, ...]
+    csv_paths: tuple[str, ...]  # one per view, CollectedData_<view>.csv
+    video_paths: tuple[tuple[str, ...], ...]  # per view, per session: videos/<session>_<view>.mp4
+    image_relpaths: tuple[tuple[str, ...], ...]  # per view, the CSV index column
+    keypoints: np.ndarray
+    view_transforms: np.ndarray  # (V, 2, 3)
+    image_size: tuple[int, int]
+    keypoint_names: tuple[str, ...] = SKELETON_NAMES
+
+
+def make_multiview_pose_dataset(root: str | os.PathLike, *, n_frames: int = 40, image_size: tuple[int, int] = (96, 96),
+                                n_sessions: int = 2, views: tuple[str, ...] = ("top", "side"), seed: int = 0,
+                                label_every: int = 1) -> MultiViewPoseDataset:
+    """Render the same animal seen by ``len(views)`` cameras, in Lightning Pose's multi-view layout::
+
+        root/CollectedData_<view>.csv                 one labels CSV per view, the same rows in the same order
+        root/labeled-data/<session>_<view>/img0000.png
+        root/videos/<session>_<view>.mp4              every frame, one video per view per session
+
+    The first camera sees the scene of ``make_pose_dataset``; camera v > 0 sees it through a fixed affine map
+    (rotation, scaling, shift: an orthographic camera), so the views' keypoints of one body part are images of one
+    point (rank-2 relation: a multi-view PCA with 3 components holds them). A keypoint hidden in the first view is
+    hidden in every view; one mapped outside a frame is NaN in that view. Deterministic per ``seed``.
+    """
+    import cv2
+
+    where = "make_multiview_pose_dataset"
+    h, w = _check_args(where, n_frames, image_size, 1, n_sessions, label_every)
+    views = tuple(str(v) for v in views)
+    if len(views) < 2 or len(set(views)) != len(views):
+        raise ConfigError.at(f"{where}(views=...)", "at least two distinct view names are needed", got=views)
+    root = Path(root).absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    rng_views = np.random.default_rng([seed, 1])
+    transforms = [np.array([[1.0, 0, 0], [0, 1.0, 0]])]
+    for _ in views[1:]:
+        angle, scale = rng_views.uniform(20, 40) * rng_views.choice([-1, 1]), rng_views.uniform(0.8, 0.9)
+        m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, scale)
+        m[:, 2] += rng_views.uniform(-0.05, 0.05, 2) * (w, h)
+        transforms.append(m)
+    rngs = np.random.default_rng(seed).spawn(n_sessions)
+    rel = [[] for _ in views]
+    kps, videos = [], [[] for _ in views]
+    for s, rng in enumerate(rngs):
+        frames, vk, _ = _render_video(rng, n_frames, h, w, 1)
+        session = f"session{s}"
+        for v, (view, m) in enumerate(zip(views, transforms)):
+            if v == 0:
+                seen, pts = frames, vk[:, 0]
+            else:
+                seen = np.stack([cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                                 for f in frames])
+                pts = vk[:, 0] @ m[:, :2].T + m[:, 2]
+                outside = (pts[..., 0] < -0.5) | (pts[..., 0] >= w - 0.5) | (pts[..., 1] < -0.5) | \
+                          (pts[..., 1] >= h - 0.5)
+                pts = np.where(outside[..., None], np.nan, pts)
+            if v == 0:
+                kps_session = np.empty((n_frames, len(views), len(SKELETON_NAMES), 2))
+            kps_session[:, v] = pts
+            folder = root / "labeled-data" / f"{session}_{view}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for t in range(0, n_frames, label_every):
+                relpath = f"labeled-data/{session}_{view}/img{t:04d}.png"
+                _imwrite(root / relpath, seen[t])
+                rel[v].append(relpath)
+            path = root / "videos" / f"{session}_{view}.mp4"
+            write_mp4(path, seen, FPS, "install opencv-python(-headless) with FFMPEG support")
+            videos[v].append(str(path))
+        kps.append(kps_session[::label_every])
+    keypoints = np.concatenate(kps)
+    csv_paths = []
+    for v, view in enumerate(views):
+        path = str(root / f"CollectedData_{view}.csv")
+        _write_dlc_csv(path, rel[v], keypoints[:, v, None], ("animal0",))
+        csv_paths.append(path)
+    return MultiViewPoseDataset(root=str(root), view_names=views, csv_paths=tuple(csv_paths),
+                                video_paths=tuple(tuple(p) for p in videos), image_relpaths=tuple(map(tuple, rel)),
+                                keypoints=keypoints, view_transforms=np.stack(transforms), image_size=(h, w))

@@ -15,6 +15,10 @@ The two alternate ``--rounds`` times per row; the ratio of each round, then the 
 ``--mode crops``: bioloop only, 2D patches, 0 workers, 2 / 8 / 32 crops, once with
 ``cache_bytes`` = ``--bound`` MiB and once with the default bound (a quarter of RAM): peak RSS and
 start-up time (datasets built to first batch) per crop count.
+
+``--per-sample``: also time bioloop with the batched patch cutting switched off (the DataLoader then
+indexes ``RandomPatches`` sample by sample, as before it had ``__getitems__``), alternating with the
+batched runs, and print batched / per-sample samples/s per round.
 """
 
 from __future__ import annotations
@@ -131,8 +135,13 @@ def _measure(make_iter, batches: int, batch_size: int, start: float) -> dict:
             "peak_rss_mb": _rss_mb(), "pss_mb": _pss_mb([os.getpid(), *_children()])}
 
 
-def child_bioloop(csv: str, row: str, workers: int, batches: int, cache_mb: float | None) -> dict:
+def child_bioloop(csv: str, row: str, workers: int, batches: int, cache_mb: float | None,
+                  per_sample: bool = False) -> dict:
     sys.path.insert(0, str(ROOT))
+    if per_sample:  # the loader falls back to one dataset[key] per sample
+        from bioloop.tasks.segmentation.data import RandomPatches
+
+        del RandomPatches.__getitems__
     from bioloop.config.loader import load_config
     from bioloop.engine.loader import TrainLoader
     from bioloop.tasks import get_task
@@ -217,11 +226,18 @@ def loader_mode(args, folder: Path) -> None:
     for row in args.rows.split(","):
         for workers in (0, 2):
             batches = args.batches if row == "2d" else max(5, args.batches // 2)
-            ours, theirs = [], []
+            ours, theirs, single = [], [], []
             for _ in range(args.rounds):  # alternate: the shared machine's load drifts
                 ours.append(run_child(sys.executable, "bioloop", csv, row, workers, batches))
+                if args.per_sample:
+                    single.append(run_child(sys.executable, "bioloop-per-sample", csv, row, workers, batches))
                 if cellmap:
                     theirs.append(run_child(cellmap, "cellmap", csv, row, workers, batches))
+            if single:
+                speed = [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(ours, single)]
+                print(f"batched vs per-sample patch cutting, {row} {workers} workers: {_rates(ours)} vs "
+                      f"{_rates(single)} samples/s; ratio per round {', '.join(f'{v:.2f}' for v in speed)}, "
+                      f"median {statistics.median(speed):.2f}", flush=True)
 
             def med(results, key):
                 return statistics.median(r[key] for r in results) if results else float("nan")
@@ -298,14 +314,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40, help="batches timed after the first (3D: half)")
     parser.add_argument("--bound", type=float, default=48.0, help="cache_bytes in MiB for --mode crops")
     parser.add_argument("--cellmap-python", default=None)
+    parser.add_argument("--per-sample", action="store_true",
+                        help="also time bioloop without batched patch cutting, alternating")
     parser.add_argument("--cache-mb", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=5, metavar=("KIND", "CSV", "ROW", "WORKERS", "BATCHES"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, csv, row, workers, batches = args.child
-        if kind == "bioloop":
-            result = child_bioloop(csv, row, int(workers), int(batches), args.cache_mb)
+        if kind in ("bioloop", "bioloop-per-sample"):
+            result = child_bioloop(csv, row, int(workers), int(batches), args.cache_mb,
+                                   per_sample=kind == "bioloop-per-sample")
         else:
             result = child_cellmap(csv, row, int(workers), int(batches))
         print(json.dumps(result))

@@ -101,12 +101,14 @@ def throughput(tmp: Path, patch: int, batch: int, shape, block, repeats: int, ro
     print(f"ratio pipeline / model-only (median): {float(np.median(ratios)):.3f}")
 
 
-def trivial(tmp: Path, patch: int, batch: int, shape, rounds: int) -> None:
+def trivial(tmp: Path, patch: int, batch: int, shape, rounds: int, outputs=(("float32", "zstd"),)) -> None:
     """A 1x1 convolution: ``bioloop predict``'s pipeline vs the plain forward over the very tiles it computes.
 
-    The pipeline (read, normalise, tile, forward, sigmoid, blend, write) runs once per round; the
-    forward of its model is timed on every call, the batches recorded, and the plain forward then
-    replays exactly those batch shapes from memory. Alternating; ratio = plain forward s / pipeline s.
+    The pipeline (read, normalise, tile, forward, sigmoid, blend, write) runs once per round and per
+    output setting (``output_dtype``, ``output_compressor``), the settings alternating within a round;
+    the forward of its model is timed on every call, the batches recorded, and the plain forward
+    then replays exactly those batch shapes from memory right after each run. Ratio = plain forward
+    s / pipeline s; with several settings also each one's pipeline time over the first one's, per round.
     """
     torch.manual_seed(0)
     model = torch.nn.Conv3d(1, 2, 1).eval()
@@ -118,28 +120,39 @@ def trivial(tmp: Path, patch: int, batch: int, shape, rounds: int) -> None:
         shapes.append(tuple(t.shape))
         return forward(t)
 
-    pipeline, plain = [], []
+    pipeline = {o: [] for o in outputs}
+    plain = {o: [] for o in outputs}
+    written = {}
     for _ in range(rounds):
-        shapes.clear()
-        model.forward = recorded
-        start = time.perf_counter()
-        P.predict_volume(cfg, model, extras=extras, input=path, output=str(tmp / "trivial.zarr"),
-                         overwrite=True, show_progress=False)
-        pipeline.append(time.perf_counter() - start)
-        model.forward = forward
-        inputs = {s: torch.rand(s) for s in set(shapes)}
-        with torch.inference_mode():
+        for o in outputs:
+            cfg.output_dtype, cfg.output_compressor = o
+            shapes.clear()
+            model.forward = recorded
             start = time.perf_counter()
-            for s in shapes:
-                model(inputs[s])
-            plain.append(time.perf_counter() - start)
+            out = P.predict_volume(cfg, model, extras=extras, input=path, output=str(tmp / "trivial.zarr"),
+                                   overwrite=True, show_progress=False)
+            pipeline[o].append(time.perf_counter() - start)
+            written[o] = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+            model.forward = forward
+            inputs = {s: torch.rand(s) for s in set(shapes)}
+            with torch.inference_mode():
+                start = time.perf_counter()
+                for s in shapes:
+                    model(inputs[s])
+                plain[o].append(time.perf_counter() - start)
     tiles = sum(s[0] for s in shapes)
-    ratios = [b / a for a, b in zip(pipeline, plain)]
     print(f"1x1 conv, {patch}^3 tiles, batch {batch}, volume {shape}: {len(shapes)} forward batches, {tiles} tiles")
-    print("pipeline tiles/s:      " + ", ".join(f"{tiles / v:.0f}" for v in pipeline))
-    print("plain forward tiles/s: " + ", ".join(f"{tiles / v:.0f}" for v in plain))
-    print("ratio per round:       " + ", ".join(f"{v:.3f}" for v in ratios))
-    print(f"ratio pipeline / plain forward (median): {float(np.median(ratios)):.3f}")
+    for o in outputs:
+        ratios = [b / a for a, b in zip(pipeline[o], plain[o])]
+        print(f"output_dtype={o[0]}, output_compressor={o[1]} ({written[o] / 2**20:.1f} MiB written)")
+        print("  pipeline tiles/s:      " + ", ".join(f"{tiles / v:.0f}" for v in pipeline[o]))
+        print("  plain forward tiles/s: " + ", ".join(f"{tiles / v:.0f}" for v in plain[o]))
+        print("  ratio per round:       " + ", ".join(f"{v:.3f}" for v in ratios))
+        print(f"  ratio pipeline / plain forward (median): {float(np.median(ratios)):.3f}")
+        if o != outputs[0]:
+            speed = [a / b for a, b in zip(pipeline[outputs[0]], pipeline[o])]
+            print(f"  pipeline speed-up over {outputs[0][0]}/{outputs[0][1]} per round: "
+                  + ", ".join(f"{v:.2f}" for v in speed) + f" (median {float(np.median(speed)):.2f})")
 
 
 def memory(tmp: Path, shapes, block) -> None:
@@ -190,6 +203,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="pipeline runs (model-only runs around each)")
     parser.add_argument("--mode", choices=["all", "trivial"], default="all",
                         help="'trivial': only the 1x1-convolution pipeline vs plain forward")
+    parser.add_argument("--outputs", nargs="+", default=["float32/zstd"], metavar="DTYPE/COMPRESSOR",
+                        help="trivial mode: output_dtype/output_compressor settings to alternate, "
+                             "e.g. float32/zstd uint8/lz4")
     parser.add_argument("--memory-child", nargs=3, metavar=("INPUT", "OUTPUT", "BLOCK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -198,7 +214,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        trivial(tmp, 48, 8, shape=(96, 192, 192), rounds=args.rounds)
+        trivial(tmp, 48, 8, shape=(96, 192, 192), rounds=args.rounds,
+                outputs=tuple(tuple(o.split("/")) for o in args.outputs))
         if args.mode == "trivial":
             return
         throughput(tmp, args.patch, args.batch, shape=(48, 96, 96), block=None, repeats=args.repeats,

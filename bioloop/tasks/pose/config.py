@@ -147,7 +147,11 @@ class PoseConfig(TrainingConfig):
     model_name: str = setting("pose", "names the run's checkpoint files (the model is model_type + backbone)")
     # data
     data_dir: str = setting(".", "folder holding the labels file and labeled images", path=True)
-    labels_file: str = setting("CollectedData.csv", "DLC/LP CSV, DLC .h5 or SLEAP .slp, relative to data_dir")
+    labels_file: str | list[str] = setting(
+        "CollectedData.csv", "DLC/LP CSV, DLC .h5 or SLEAP .slp, relative to data_dir; with view_names one per view")
+    view_names: list[str] | None = setting(
+        None, "multi-camera project: the views, in the order of labels_file (videos are <session>_<view>.mp4)",
+        validator=v.unique)
     video_dir: str | None = setting(None, "folder of unlabeled videos (unsupervised losses)", path=True)
     keypoint_names: list[str] | None = setting(None, "keypoints in the labels file's order; checked against it",
                                                validator=v.unique)
@@ -229,7 +233,14 @@ class PoseConfig(TrainingConfig):
             problems.append("video_dir: unsupervised losses train on unlabeled video frames; set video_dir")
         if "pca_singleview" in self.losses_to_use and not self.columns_for_singleview_pca:
             problems.append("columns_for_singleview_pca: pca_singleview needs the keypoint indices to use")
-        if "pca_multiview" in self.losses_to_use and not self.mirrored_column_matches:
+        if self.view_names is not None:
+            from bioloop.tasks.pose.multiview import check_views_config
+
+            problems += check_views_config(self)
+        elif not isinstance(self.labels_file, str):
+            problems.append(f"labels_file: a list of labels files is a multi-view project (got {self.labels_file}); "
+                            "set view_names too, or give one file")
+        if "pca_multiview" in self.losses_to_use and not self.mirrored_column_matches and not self.view_names:
             problems.append("mirrored_column_matches: pca_multiview needs the keypoint columns of each view")
         if self.mirrored_column_matches and len({len(m) for m in self.mirrored_column_matches}) > 1:
             problems.append("mirrored_column_matches: every view must list the same number of columns "

@@ -43,19 +43,20 @@ def match_animals(pred, true) -> np.ndarray:
 _NO_MATCH = 1e12  # cost of pairing animals without a shared keypoint (such pairs are dropped)
 
 
-def evaluate_pose(cfg, *, prediction, truth, report=None, split=None) -> dict:
+def evaluate_pose(cfg, *, prediction, truth, report=None, split=None, rows=None) -> dict:
     """Mean pixel error, RMSE, PCK (and OKS mAP with eval.oks_sigmas) per keypoint, in frame pixels.
 
     With several animals in the prediction or the labels, each labeled animal is scored against
     the prediction ``match_animals`` pairs it with (unmatched: missed); ``"animals"`` counts them.
     ``split`` (train/val/test) scores only the labeled frames of that split of the run (its
-    ``split.csv``); None or "all" every labeled frame.
+    ``split.csv``); None or "all" every labeled frame. ``rows`` (label rows) replaces the split's
+    choice (a multi-view project picks them once, from its first view).
     """
     from bioloop.tasks.pose.labels import read_labels
     from bioloop.tasks.pose.metrics import bbox_area, summarize
 
     pred, true = read_labels(prediction), read_labels(truth)
-    chosen = split_frames_of_run(cfg, truth, true, split)
+    chosen = split_frames_of_run(cfg, truth, true, split) if rows is None else rows
     missing = [n for n in true.keypoint_names if n not in pred.keypoint_names]
     if missing:
         raise DataError.at(str(prediction), f"prediction lacks keypoints {missing}",

@@ -10,7 +10,8 @@ import click
 from bioloop.config.cli_options import Option
 
 PREDICT = (
-    Option("--input", "input_path", "a video file or a folder of images."),
+    Option("--input", "input_path", "a video file or a folder of images; multi-view projects: one view's "
+           "<session>_<view> video or labels CSV (one CSV per view is written)."),
     Option("--batch-size", "batch_size", "frames per forward pass.", type=click.IntRange(min=1)),
     Option("--slp", "slp", "also write the predictions as a SLEAP .slp file."),
     Option("--save-video/--no-save-video", "save_video", "videos: also write an mp4 with keypoint "

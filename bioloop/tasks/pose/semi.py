@@ -94,14 +94,26 @@ class UnsupervisedObjective(torch.nn.Module):
         return out
 
 
-def build_objective(cfg, labels, train_rows, resize_hw, where) -> UnsupervisedObjective:
-    """Losses fitted on the training split's labels mapped to network-input pixels."""
-    from bioloop.tasks.pose.data import FrameReader, resize_keypoints
-    from bioloop.tasks.pose.unsupervised import PCAMultiviewLoss, PCASingleviewLoss, TemporalLoss
+def build_objective(cfg, labels, train_rows, resize_hw, where, views=None) -> UnsupervisedObjective:
+    """Losses fitted on the training split's labels mapped to network-input pixels. ``views`` (a multi-view
+    project's labels per view; ``labels`` is then their combination) maps each view by its own frame size,
+    and ``pca_multiview`` matches the views' columns."""
+    if views is not None:
+        from bioloop.tasks.pose.multiview import column_matches
 
+        parts = [_resized_train_keypoints(view, train_rows, resize_hw) for view in views]
+        matches = column_matches(len(views), views[0].num_keypoints)
+        return _objective(cfg, np.concatenate(parts, axis=1), matches)
     if labels.keypoints.shape[1] != 1:
         raise DataError.at(where, "unsupervised losses need single-animal labels",
                            got=f"{labels.keypoints.shape[1]} animals", fix="remove losses_to_use for multi-animal data")
+    return _objective(cfg, _resized_train_keypoints(labels, train_rows, resize_hw), cfg.mirrored_column_matches)
+
+
+def _resized_train_keypoints(labels, train_rows, resize_hw) -> np.ndarray:
+    """(N, K, 2) training keypoints of the first animal in network-input pixels."""
+    from bioloop.tasks.pose.data import FrameReader, resize_keypoints
+
     rows = np.asarray(train_rows, dtype=np.int64)
     sizes, reader, groups = {}, FrameReader(), labels.groups()
     kp = np.empty((len(rows), labels.num_keypoints, 2))
@@ -113,6 +125,12 @@ def build_objective(cfg, labels, train_rows, resize_hw, where) -> UnsupervisedOb
             sizes[group] = reader.read(labels.image_paths[row], video, fidx).shape[:2]
         kp[n] = resize_keypoints(labels.keypoints[row, 0], sizes[group], resize_hw)
     reader.close()
+    return kp
+
+
+def _objective(cfg, kp, mirrored_column_matches) -> UnsupervisedObjective:
+    from bioloop.tasks.pose.unsupervised import PCAMultiviewLoss, PCASingleviewLoss, TemporalLoss
+
     s = cfg.losses
     losses, warmup = {}, {}
     for name in cfg.losses_to_use:
@@ -122,7 +140,7 @@ def build_objective(cfg, labels, train_rows, resize_hw, where) -> UnsupervisedOb
             losses[name] = PCASingleviewLoss(kp, cfg.columns_for_singleview_pca, s.pca_singleview.components_to_keep,
                                              s.pca_singleview.epsilon, log_weight=s.pca_singleview.log_weight)
         else:
-            losses[name] = PCAMultiviewLoss(kp, cfg.mirrored_column_matches, s.pca_multiview.components_to_keep,
+            losses[name] = PCAMultiviewLoss(kp, mirrored_column_matches, s.pca_multiview.components_to_keep,
                                             s.pca_multiview.epsilon, log_weight=s.pca_multiview.log_weight)
         warmup[name] = getattr(s, name).warmup_epochs
     return UnsupervisedObjective(losses, warmup)

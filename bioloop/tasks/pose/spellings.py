@@ -95,6 +95,14 @@ def _anneal(value, ctx):
     return {f"losses.{name}.warmup_epochs": int(round(epochs)) for name in _LOSSES}
 
 
+def _lp_model_type(value, ctx):
+    if value == "heatmap_multiview_transformer":
+        raise Unsupported("the cross-view transformer is not built here; model_type heatmap with data.view_names "
+                          "trains one backbone + heatmap head shared by every view (add pca_multiview to "
+                          "losses_to_use to tie the views together)")
+    return value
+
+
 def _dali_seed(value, ctx):
     return {}  # unlabeled clips are seeded from random_seed (each sample's own seed)
 
@@ -108,7 +116,8 @@ LIGHTNING_POSE = Table(
         Row("data.image_resize_dims.width", "image_resize_dims.width", meaning="network input width"),
         Row("data.data_dir", "data_dir", meaning="folder of the labels file and labeled images"),
         Row("data.video_dir", "video_dir", meaning="folder of unlabeled videos"),
-        Row("data.csv_file", "labels_file", meaning="labels file, relative to data_dir"),
+        Row("data.csv_file", "labels_file", meaning="labels file, relative to data_dir (with view_names: one per view)"),
+        Row("data.view_names", "view_names", meaning="multi-camera project: the views, in csv_file's order"),
         Row("data.downsample_factor", "downsample_factor", meaning="heatmaps 2**f smaller than the input"),
         Row("data.num_keypoints", "num_keypoints", meaning="number of keypoints"),
         Row("data.keypoint_names", "keypoint_names", meaning="keypoints in the labels file's order"),
@@ -150,7 +159,8 @@ LIGHTNING_POSE = Table(
         Row("model.losses_to_use", "losses_to_use", meaning="the unsupervised losses"),
         Row("model.backbone", "backbone", meaning="backbone network name"),
         Row("model.backbone_pretrained", "pretrained", meaning="pretrained backbone weights"),
-        Row("model.model_type", "model_type", meaning="heatmap, regression or heatmap_mhcrnn"),
+        Row("model.model_type", "model_type", convert=_lp_model_type,
+            meaning="heatmap, regression or heatmap_mhcrnn (heatmap_multiview_transformer is refused)"),
         Row("model.heatmap_loss_type", "heatmap_loss_type", meaning="mse, kl or js"),
         Row("model.model_name", "model_name", meaning="names the model's files"),
         Row("model.checkpoint", "model_to_load", meaning="initialise the weights from this checkpoint"),

@@ -23,17 +23,31 @@ from bioloop.tasks.pose.config import PoseConfig
 
 
 def labels_path(cfg) -> Path:
-    path = Path(cfg.labels_file)
-    return path if path.is_absolute() else Path(cfg.data_dir) / path
+    """The labels file; of a multi-view project (``view_names``) the first view's (the one ``split.csv`` names)."""
+    from bioloop.tasks.pose.multiview import view_labels_paths
+
+    return view_labels_paths(cfg)[0]
 
 
 def load_labels(cfg):
-    """The labels file, checked against keypoint_names / num_keypoints and put in their order."""
+    """The labels file, checked against keypoint_names / num_keypoints and put in their order. A multi-view
+    project's views as one set of labels with ``<view>/<keypoint>`` columns (``multiview.combine_views``)."""
     from bioloop.tasks.pose.labels import check_keypoints, read_labels
 
+    if cfg.view_names:
+        from bioloop.tasks.pose.multiview import combine_views
+
+        return combine_views(load_views(cfg), cfg.view_names)
     labels = read_labels(labels_path(cfg))
     return check_keypoints(labels, cfg.keypoint_names, cfg.num_keypoints,
                            where=cfg.source.name if cfg.source else "config")
+
+
+def load_views(cfg) -> list:
+    """A multi-view project's labels, one PoseLabels per view (``multiview.read_views``)."""
+    from bioloop.tasks.pose.multiview import read_views
+
+    return read_views(cfg, cfg.source.name if cfg.source else "config")
 
 
 def _heatmap_kind(core) -> tuple[bool, float]:
@@ -48,6 +62,9 @@ class PoseTask(Task):
 
     # ------------------------------------------------------------ model and loss
     def _num_keypoints(self, cfg) -> int:
+        """Keypoints the model predicts per image (per view in a multi-view project)."""
+        if cfg.view_names and not (cfg.keypoint_names or cfg.num_keypoints):
+            return load_views(cfg)[0].num_keypoints
         if cfg.keypoint_names:
             return len(cfg.keypoint_names)
         if cfg.num_keypoints:
@@ -65,6 +82,10 @@ class PoseTask(Task):
         else:
             model = build_lp_model(cfg.model_type, cfg.backbone, k, cfg.downsample_factor, cfg.pretrained,
                                    locref=cfg.locref, seed=cfg.rng_seed_model_pt, where=_where(cfg, "model"))
+        if cfg.view_names:  # one backbone + head shared by every view's image
+            from bioloop.tasks.pose.multiview import MultiViewModel
+
+            model = MultiViewModel(model, len(cfg.view_names))
         model.heatmap_logits = cfg.heatmap_loss_type != "mse"  # kl/js heads output logits
         model.heatmap_sigma = cfg.heatmap_sigma  # sets the window of the kl/js confidence
         return model
@@ -77,7 +98,8 @@ class PoseTask(Task):
 
         labels = load_labels(cfg)
         split = self._split(cfg, labels)
-        return build_objective(cfg, labels, split["train"], self._dims(cfg), _where(cfg, "losses_to_use"))
+        return build_objective(cfg, labels, split["train"], self._dims(cfg), _where(cfg, "losses_to_use"),
+                               views=load_views(cfg) if cfg.view_names else None)
 
     def parameter_groups(self, model, cfg) -> list:
         """Head parameters at learning_rate, the backbone at learning_rate * backbone_lr_factor."""
@@ -115,7 +137,9 @@ class PoseTask(Task):
         from bioloop.tasks.pose.split import write_split
 
         labels = load_labels(cfg)
-        check_files(labels, str(labels_path(cfg)))  # every missing image at once, before the first batch
+        views = load_views(cfg) if cfg.view_names else None
+        for view, path in zip(views or [labels], self._labels_paths(cfg)):
+            check_files(view, str(path))  # every missing image at once, before the first batch
         split = self._split(cfg, labels)
         write_split(Path(cfg.run_dir) / "split.csv", split, labels)
         augmentation = build_augmentation(cfg.imgaug, labels.keypoint_names, _where(cfg, "imgaug"),
@@ -124,6 +148,8 @@ class PoseTask(Task):
             from bioloop.tasks.pose.td_task import crop_datasets
 
             return crop_datasets(cfg, labels, split, augmentation)
+        if views is not None:
+            return self._view_datasets(cfg, views, split, augmentation)
         context = {"context": 2} if cfg.model_type == "heatmap_mhcrnn" else {}
         dims = self._dims(cfg)
         train = PoseFrames(labels, split["train"], image_resize_dims=dims, augmentation=augmentation, **context)
@@ -135,6 +161,27 @@ class PoseTask(Task):
             videos = unlabeled_videos(cfg, _where(cfg, "video_dir"))
             clips = UnlabeledFrames(videos, clip_frames(cfg), resize_hw=dims, context=context.get("context", 0))
             train = WithUnlabeled(train, clips)
+        return train, val
+
+    @staticmethod
+    def _labels_paths(cfg) -> list[Path]:
+        from bioloop.tasks.pose.multiview import view_labels_paths
+
+        return view_labels_paths(cfg)
+
+    def _view_datasets(self, cfg, views, split, augmentation):
+        """A multi-view project: every item holds each view's image; unlabeled clips come from the
+        sessions' videos of every view."""
+        from bioloop.tasks.pose.multiview import MultiViewClips, MultiViewFrames, session_videos
+
+        dims = self._dims(cfg)
+        train = MultiViewFrames(views, split["train"], image_resize_dims=dims, augmentation=augmentation)
+        val = MultiViewFrames(views, split["val"], image_resize_dims=dims) if len(split["val"]) else None
+        if cfg.losses_to_use:
+            from bioloop.tasks.pose.semi import WithUnlabeled, clip_frames
+
+            videos = session_videos(cfg.video_dir, cfg.view_names, _where(cfg, "video_dir"))
+            train = WithUnlabeled(train, MultiViewClips(videos, clip_frames(cfg), dims))
         return train, val
 
     def before_training(self, cfg, train_set, logger, say) -> bool:
@@ -258,7 +305,13 @@ class PoseTask(Task):
                     "loss": float(loss), "n": int(len(pred))}
         size = tuple(batch["image"].shape[-2:])
         frames_pred, frames_true = [], []
-        for p, t, hw in zip(pred.cpu().numpy(), batch["keypoints"].cpu().numpy(), batch["orig_hw"].cpu().numpy()):
+        for p, t, hw in zip(pred.float().cpu().numpy(), batch["keypoints"].cpu().numpy(),
+                            batch["orig_hw"].cpu().numpy()):
+            if hw.ndim == 2:  # multi-view: each view's keypoints back to its own frame size
+                p, t = p.reshape(len(hw), -1, 2), t.reshape(len(hw), -1, 2)
+                frames_pred.append(np.concatenate([unresize_keypoints(a, tuple(h), size) for a, h in zip(p, hw)]))
+                frames_true.append(np.concatenate([unresize_keypoints(a, tuple(h), size) for a, h in zip(t, hw)]))
+                continue
             frames_pred.append(unresize_keypoints(p, tuple(hw), size))
             frames_true.append(unresize_keypoints(t, tuple(hw), size))
         return {"pred": np.stack(frames_pred), "true": np.stack(frames_true), "loss": float(loss),
@@ -270,12 +323,19 @@ class PoseTask(Task):
         pred = np.concatenate([p["pred"] for p in parts])
         true = np.concatenate([p["true"] for p in parts])
         n = sum(p["n"] for p in parts)
-        names = list(cfg.keypoint_names or [f"kp{i}" for i in range(pred.shape[1])])
+        if cfg.view_names:  # <view>/<keypoint>, the keypoints named as in the labels files
+            names = list(load_labels(cfg).keypoint_names)
+        else:
+            names = list(cfg.keypoint_names or [f"kp{i}" for i in range(pred.shape[1])])
         metrics = {"loss": sum(p["loss"] * p["n"] for p in parts) / max(n, 1)}
         sigmas = cfg.eval.oks_sigmas
         if sigmas is not None:
             sigmas = np.broadcast_to(np.asarray(sigmas, float), (true.shape[1],))
         metrics.update(summarize(pred, true, names, thresholds=tuple(cfg.eval.pck_thresholds), sigmas=sigmas))
+        if cfg.view_names:
+            from bioloop.tasks.pose.multiview import per_view_scores
+
+            metrics.update(per_view_scores(pred, true, cfg.view_names, {"thresholds": tuple(cfg.eval.pck_thresholds)}))
         return metrics
 
     def figures(self, model, batch, cfg) -> dict[str, Any]:
@@ -289,14 +349,17 @@ class PoseTask(Task):
         out = model(batch["image"][:1])
         pred, _ = self.decode(model, out)
         image = batch["image"][0]
-        if image.ndim == 4:  # a context window: show its centre frame
+        true = batch["keypoints"][0].cpu().numpy()
+        p = pred[0].detach().float().cpu().numpy()
+        if cfg.view_names:  # the first view
+            k = len(true) // len(cfg.view_names)
+            image, true, p = image[0], true[:k], p[:k]
+        elif image.ndim == 4:  # a context window: show its centre frame
             image = image[image.shape[0] // 2]
         image = image.cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
         fig, ax = plt.subplots(figsize=(4, 4))
         ax.imshow(np.clip(image, 0, 1))
-        true = batch["keypoints"][0].cpu().numpy()
         ax.scatter(true[:, 0], true[:, 1], s=25, facecolors="none", edgecolors="lime", label="label")
-        p = pred[0].detach().cpu().numpy()
         ax.scatter(p[:, 0], p[:, 1], s=10, c="magenta", label="prediction")
         ax.legend(loc="lower right", fontsize=6)
         ax.set_axis_off()
@@ -313,7 +376,7 @@ class PoseTask(Task):
         from bioloop.tasks._probe import build_on_meta, missing_files
 
         where = cfg.source.name if cfg.source else "config"
-        problems = missing_files(where, "labels_file", [labels_path(cfg)])
+        problems = missing_files(where, "labels_file", self._labels_paths(cfg))
         labels = None
         if not problems:
             try:
@@ -321,7 +384,8 @@ class PoseTask(Task):
             except BioloopError as exc:
                 problems.append(str(exc))
         if labels is not None:
-            images = sorted({p for p in labels.image_paths if p and not os.path.isfile(p)})
+            every = load_views(cfg) if cfg.view_names else [labels]
+            images = sorted({p for lab in every for p in lab.image_paths if p and not os.path.isfile(p)})
             problems += missing_files(where, "labels_file: labeled images", images)
         if cfg.video_dir:
             problems += missing_files(where, "video_dir", [cfg.video_dir], folder=True)
@@ -340,7 +404,11 @@ class PoseTask(Task):
 
     def checkpoint_extras(self, cfg) -> dict[str, Any]:
         names = list(cfg.keypoint_names) if cfg.keypoint_names else list(load_labels(cfg).keypoint_names)
-        return {"keypoint_names": names, "image_resize_dims": [cfg.image_resize_dims.height, cfg.image_resize_dims.width],
+        extras = {}
+        if cfg.view_names:  # predict writes one CSV per view, with the per-view names
+            extras = {"view_names": list(cfg.view_names),
+                      "view_keypoint_names": list(cfg.keypoint_names or load_views(cfg)[0].keypoint_names)}
+        return {**extras, "keypoint_names": names, "image_resize_dims": [cfg.image_resize_dims.height, cfg.image_resize_dims.width],
                 "model_type": cfg.model_type, "downsample_factor": cfg.downsample_factor, "method": cfg.method}
 
     # ------------------------------------------------------------ predict / evaluate
@@ -376,11 +444,18 @@ class PoseTask(Task):
             raise ConfigError.at(_where(cfg, "eval.test_videos_directory"), "not a folder", got=str(folder),
                                  fix="point it at a folder of videos, or set eval.predict_vids_after_training = False")
         videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        if cfg.view_names:  # one prediction per session: its first view's video finds the others
+            from bioloop.tasks.pose.multiview import session_videos
+
+            videos = session_videos(folder, cfg.view_names, _where(cfg, "eval.test_videos_directory"))[0]
         model, extras, path = load_trained_model(cfg)
         extras = {**extras, "checkpoint": str(path)}
         out_dir = Path(cfg.run_dir) / "video_preds"
         written: list = []  # every file: the CSVs and their overlay videos
-        csvs = [str(self.predict(cfg, model, extras=extras, input=str(v), output=str(out_dir / f"{v.stem}.csv"),
+        def stem(video: Path) -> str:  # a multi-view session's CSVs are <session>_<view>.csv, as its videos
+            return video.stem[:-len(cfg.view_names[0]) - 1] if cfg.view_names else video.stem
+
+        csvs = [str(self.predict(cfg, model, extras=extras, input=str(v), output=str(out_dir / f"{stem(v)}.csv"),
                                  save_video=cfg.eval.save_vids_after_training, overwrite=True,
                                  show_progress=not quiet, written=written))
                 for v in videos]
@@ -408,6 +483,10 @@ class PoseTask(Task):
             from bioloop.tasks.pose.topdown import PoseCrops
 
             dataset = PoseCrops(labels, frames, crop_hw=crop_hw(cfg), box_padding=cfg.detector.box_padding, jitter=0.0)
+        elif cfg.view_names:
+            from bioloop.tasks.pose.multiview import MultiViewFrames
+
+            dataset = MultiViewFrames(load_views(cfg), frames, image_resize_dims=self._dims(cfg))
         else:
             from bioloop.tasks.pose.data import PoseFrames
 
@@ -420,7 +499,9 @@ class PoseTask(Task):
             parts = [self.validation_step(model, to_device(batch, device), None, cfg) for batch in loader]
         scores = self.reduce_validation(parts, cfg)
         names = list(cfg.keypoint_names or labels.keypoint_names)
-        if not cfg.keypoint_names:  # validation names keypoints kp<i> when the config does not list them
+        if cfg.view_names:
+            names = list(labels.keypoint_names)
+        elif not cfg.keypoint_names:  # validation names keypoints kp<i> when the config does not list them
             renamed = {f"/kp{i}": f"/{name}" for i, name in enumerate(names)}
             scores = {next((k[:-len(a)] + b for a, b in renamed.items() if k.endswith(a)), k): v
                       for k, v in scores.items()}
@@ -435,11 +516,25 @@ class PoseTask(Task):
         return scores
 
     def predict(self, cfg, model, *, extras, **options):
+        if cfg.view_names:
+            from bioloop.tasks.pose.multiview import predict_views
+
+            unused = sorted(k for k in ("slp_output",) if options.get(k))
+            if unused:
+                raise ConfigError.at("predict", "a multi-view prediction writes one CSV per view (and overlay "
+                                     "videos), no .slp", got=unused, fix="drop --slp for a multi-view project")
+            keep = {k: options[k] for k in ("input", "output", "batch_size", "overwrite", "show_progress", "written",
+                                            "save_video") if k in options}
+            return predict_views(cfg, model, self, extras=extras, **keep)
         from bioloop.tasks.pose.predict import predict_pose
 
         return predict_pose(cfg, model, self, extras=extras, **options)
 
     def evaluate(self, cfg, *, prediction, truth=None, report=None, split=None, **_options) -> dict[str, Any]:
+        if cfg.view_names:
+            from bioloop.tasks.pose.multiview import evaluate_views
+
+            return evaluate_views(cfg, prediction=prediction, truth=truth, report=report, split=split)
         from bioloop.tasks.pose.evaluate import evaluate_pose
 
         return evaluate_pose(cfg, prediction=prediction, truth=truth or str(labels_path(cfg)), report=report,

@@ -37,6 +37,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from bioloop.data.ngff import create_volume, open_volume
+from bioloop.tasks.segmentation.probabilities import decoded
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import ConfigError, DataError
 from bioloop.tasks.segmentation.targets import InstanceTargets
@@ -56,7 +57,8 @@ def process_instances(cfg, state: dict, name: str, *, input: str, output: str, o
     targets = targets_from_state(state)
     dims = int(state["spatial_dims"])
     names = targets.channels(name, dims)
-    vols = [open_volume(f"{str(input).rstrip('/')}/{ch}", None, storage_options=storage_options) for ch in names]
+    vols = [decoded(open_volume(f"{str(input).rstrip('/')}/{ch}", None, storage_options=storage_options),
+                    f"{str(input).rstrip('/')}/{ch}", storage_options) for ch in names]
     shape = tuple(vols[0].spatial_shape)
     for vol in vols:
         if len(vol.spatial_shape) != 3 or tuple(vol.spatial_shape) != shape:

@@ -130,6 +130,13 @@ class SegmentationConfig(TrainingConfig):
     output_zarr_format: Literal[2, 3] = setting(
         3, "zarr format of what predict and process write: 3 = OME-NGFF 0.5; 2 = OME-NGFF 0.4, for viewers and "
            "pipelines that do not read 0.5 yet")
+    output_dtype: Literal["float32", "float16", "uint8"] = setting(
+        "float32", "dtype predict writes class probabilities in: 'float32' (exact), 'float16' (half the bytes), or "
+                   "'uint8' (round(p * 255), a quarter of the bytes, as csc/cellmap write them; process and evaluate "
+                   "rescale to [0, 1] on read, so thresholds apply to steps of 1/255)")
+    output_compressor: Literal["zstd", "lz4", "none"] = setting(
+        "zstd", "chunk compression of predict's probabilities: 'zstd' (zarr's default, smallest), 'lz4' (blosc lz4, "
+                "faster to write, larger), 'none'")
     cache_bytes: int | None = setting(
         None, "bytes of crop data (labels, cost maps, raw around each crop) held in memory, read once at start-up; "
               "beyond it the rest is read in storage-chunk blocks through an LRU cache; None = a quarter of RAM "

@@ -86,17 +86,19 @@ class Crop:
             target[c] = source.mask(cache[key])
             if inside is not None:  # voxels outside the crop are not annotated
                 target[c][~inside] = np.nan
-        centre = self.grid.voxel_to_world([o + (n - 1) / 2 for o, n in zip(offset, target_shape)])
         raw_scale = np.asarray(self.raw.scale)
         i_shape = tuple(n + 2 * int(round(m * ts / rs)) if n > 1 else n
                         for n, m, ts, rs in zip(input_shape, margin, self.grid.scale, raw_scale))
-        raw_start = [int(math.floor(c + 0.5 - (n - 1) / 2))
-                     for c, n in zip(self.raw.world_to_voxel(centre), i_shape)]
-        raw = self.raw.read(raw_start, i_shape, fill=0)
+        raw = self.raw.read(self.raw_start(offset, target_shape, i_shape), i_shape, fill=0)
         cost = None
         if self.cost is not None:
             cost = self.cost.read(t_start, t_shape, fill=0).astype(np.float32)[None]
         return raw, target, cost
+
+    def raw_start(self, offset, target_shape, input_shape) -> list[int]:
+        """Raw voxel start of an ``input_shape`` box centred on the target patch at ``offset``."""
+        centre = self.grid.voxel_to_world([o + (n - 1) / 2 for o, n in zip(offset, target_shape)])
+        return [int(math.floor(c + 0.5 - (n - 1) / 2)) for c, n in zip(self.raw.world_to_voxel(centre), input_shape)]
 
 
 def _inside_mask(offset, shape, extent) -> np.ndarray:
@@ -316,21 +318,29 @@ class PatchSource:
         self.albumentations = T.AlbumentationsAdapter(cfg.augmentations) if cfg.augmentations is not None else None
         self.on_device = bool(getattr(cfg, "augment_on_device", False))
 
-    def draw(self, rng: np.random.Generator, index: int | None = None) -> dict:
-        from bioloop.tasks.segmentation import transforms as T
-
-        cfg = self.cfg
+    def _place(self, rng: np.random.Generator, index: int | None):
+        """The crop and the patch offset in it: the first random draws of a sample."""
         if self.chooser is not None:
             index = self.chooser.choose(rng)
         elif index is None:
             index = int(rng.integers(len(self.crops)))
         crop = self.crops[index]
+<<<<<<< HEAD
         if self.points is not None:
             from bioloop.tasks.segmentation.sampling import foreground_offset
 
             offset = foreground_offset(rng, crop.shape, self.t_shape, self.points[index], cfg.foreground_sampling)
         else:
             offset = tuple(int(rng.integers(0, max(1, c - s + 1))) for c, s in zip(crop.shape, self.t_shape))
+=======
+        return crop, tuple(int(rng.integers(0, max(1, c - s + 1))) for c, s in zip(crop.shape, self.t_shape))
+
+    def draw(self, rng: np.random.Generator, index: int | None = None) -> dict:
+        from bioloop.tasks.segmentation import transforms as T
+
+        cfg = self.cfg
+        crop, offset = self._place(rng, index)
+>>>>>>> main
         raw, target, cost = crop.read(offset, self.t_shape, self.in_shape, cfg.classes, self.margin,
                                       ids=cfg.instance_targets is not None)
         device_params = None
@@ -356,6 +366,96 @@ class PatchSource:
         if cfg.target_value_transforms is not None:
             sample["target"] = T.apply_value_transform(cfg.target_value_transforms, sample["target"])
         return sample
+
+    def batched(self) -> bool:
+        """Whether ``draw_many`` can cut a batch at once: no rotation, albumentations, device
+        augmentation or instance targets (those stay per sample)."""
+        cfg = self.cfg
+        return (not any(self.margin) and self.albumentations is None and not self.on_device
+                and cfg.instance_targets is None and "rotate" not in (cfg.spatial_transforms or {}))
+
+    def draw_many(self, seeds, indices) -> list[dict]:
+        """``[draw(default_rng(seed), index) ...]``, equal sample for sample: the patches of one crop are
+        copied into one batch array per cached array, label masks and normalisation run once on it;
+        mirror/transpose are views of each sample.
+
+        Each sample's generator makes the same draws in the same order as ``draw`` (place, spatial
+        choices, then intensity), so a sample is still a function of its seed alone. Samples whose
+        boxes are not wholly inside in-memory arrays are drawn one by one."""
+        from bioloop.data.cache import HeldVolume
+        from bioloop.tasks.segmentation import transforms as T
+
+        cfg = self.cfg
+        rngs = [np.random.default_rng(seed) for seed in seeds]
+        out: list[dict | None] = [None] * len(rngs)
+        groups: dict[int, list] = {}
+        for i, (rng, index) in enumerate(zip(rngs, indices)):
+            crop, offset = self._place(rng, index)
+            raw_start = crop.raw_start(offset, self.t_shape, self.in_shape)
+            arrays = [crop.raw] + [s.volume for s in crop.labels.values() if s is not None] + \
+                ([crop.cost] if crop.cost is not None else [])
+            boxes = [(raw_start, self.in_shape)] + [(offset, self.t_shape)] * (len(arrays) - 1)
+            if not _inside(offset, self.t_shape, crop.shape) or not all(
+                    isinstance(v, HeldVolume) and v.ndim == 3 and _inside(b, n, v.array.shape)
+                    for v, (b, n) in zip(arrays, boxes)):
+                out[i] = self.draw(np.random.default_rng(seeds[i]), indices[i])
+                continue
+            _, flips, order = T.draw_spatial(cfg.spatial_transforms or {}, rng, self.in_shape, self.t_shape)
+            groups.setdefault(id(crop), []).append((i, crop, offset, raw_start, tuple(flips), tuple(order)))
+        for members in groups.values():
+            crop = members[0][1]
+            raw = self.normalizer(_gather(crop.raw.array, [m[3] for m in members], self.in_shape))
+            offsets = [m[2] for m in members]
+            target = np.empty((len(members), len(cfg.classes), *self.t_shape), np.float32)
+            cut: dict[int, np.ndarray] = {}
+            for c, name in enumerate(cfg.classes):
+                source = crop.labels.get(name)
+                if source is None:
+                    target[:, c] = np.nan
+                    continue
+                key = id(source.volume)
+                if key not in cut:
+                    cut[key] = _gather(source.volume.array, offsets, self.t_shape)
+                target[:, c] = source.mask(cut[key])
+            cost = None if crop.cost is None else \
+                _gather(crop.cost.array, offsets, self.t_shape).astype(np.float32)[:, None]
+            for k, (i, _, _, _, flips, order) in enumerate(members):  # mirror/transpose: views, no copies
+                r, t, c_ = raw[k], target[k], None if cost is None else cost[k]
+                for a in flips:
+                    r, t = np.flip(r, a), np.flip(t, a + 1)
+                    c_ = None if c_ is None else np.flip(c_, a + 1)
+                if order != (0, 1, 2):
+                    r, t = np.transpose(r, order), np.transpose(t, [0] + [o + 1 for o in order])
+                    c_ = None if c_ is None else np.transpose(c_, [0] + [o + 1 for o in order])
+                if cfg.intensity_transforms:
+                    r = T.intensity_augment(r, cfg.intensity_transforms, rngs[i])
+                out[i] = self._finish(r, t, c_)
+        return out
+
+    def _finish(self, raw, target, cost) -> dict:
+        from bioloop.tasks.segmentation import transforms as T
+
+        cfg = self.cfg
+        raw, target, cost = _squeeze(cfg.spatial_dims, raw, target, cost)
+        sample = _sample(raw, target, cost)
+        if cfg.train_raw_value_transforms is not None:
+            sample["raw"] = T.apply_value_transform(cfg.train_raw_value_transforms, sample["raw"])
+        if cfg.target_value_transforms is not None:
+            sample["target"] = T.apply_value_transform(cfg.target_value_transforms, sample["target"])
+        return sample
+
+
+def _inside(start, shape, extent) -> bool:
+    return all(0 <= b and b + n <= e for b, n, e in zip(start, shape, extent))
+
+
+def _gather(array: np.ndarray, starts, shape) -> np.ndarray:
+    """(B, *shape) boxes of ``array`` at ``starts``, copied into one batch array (slices: a fancy-index
+    gather measured 2-3x slower for patches of this size)."""
+    out = np.empty((len(starts), *shape), array.dtype)
+    for k, start in enumerate(starts):
+        out[k] = array[tuple(slice(b, b + n) for b, n in zip(start, shape))]
+    return out
 
 
 def crop_fractions(crop: Crop, classes) -> dict[str, float]:
@@ -408,6 +508,12 @@ class RandomPatches(Dataset):
     def __getitem__(self, key):
         index, seed = key
         return self.source.draw(np.random.default_rng(seed), index)
+
+    def __getitems__(self, keys):
+        """A batch of samples, equal to ``[self[k] for k in keys]``, cut at once where the settings allow."""
+        if not self.source.batched():
+            return [self[k] for k in keys]
+        return self.source.draw_many([k[1] for k in keys], [k[0] for k in keys])
 
 
 class BufferedPatches(Dataset):

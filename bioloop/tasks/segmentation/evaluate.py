@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from bioloop.data.ngff import Volume, open_volume
 from bioloop.data.sources import open_native
+from bioloop.tasks.segmentation.probabilities import decoded
 from bioloop.data.tif import is_tif
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
@@ -207,13 +208,15 @@ def _score(cfg, gt, truth, pred_path, name, kind, threshold, iou_threshold, opti
         pred = open_volume(pred_path, gt.scale, storage_options=options)
     except DataError:
         pred = open_volume(pred_path, None, storage_options=options)  # another voxel size: resample below
+    stored_dtype = str(pred.dtype)
+    pred = decoded(pred, pred_path, options)  # uint8 probabilities from predict -> float32 in [0, 1]
     is_float = pred.dtype.kind == "f"
     if is_float and kind == "instance":
         raise DataError.at(pred_path, "instance scores need integer labels, but this prediction holds "
                            "probabilities", got=str(pred.dtype), fix="run `bioloop process` on it first")
     values = _on_truth_grid(pred, gt, labels=not is_float, where=pred_path)
     mask = values > threshold if is_float else values > 0
-    row = {"class": name, "kind": "semantic", "prediction_dtype": str(pred.dtype)}
+    row = {"class": name, "kind": "semantic", "prediction_dtype": stored_dtype}
     sem = semantic_counts(truth > 0, mask)
     row.update({k: v for k, v in semantic_scores(sem).items()})
     row.update({f"{k}_voxels": v for k, v in sem.items()})

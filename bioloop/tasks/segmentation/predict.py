@@ -1,7 +1,8 @@
 """Blockwise prediction of class probabilities over a volume, a world region or a datasplit's validation crops.
 
-Output: one OME-NGFF float32 image per class (``<output>/<class>``; ``<output>/<crop>/<class>`` for crops)
-with the input's voxel size and the region's world translation. Blocks are aligned to the region start
+Output: one OME-NGFF image per class (``<output>/<class>``; ``<output>/<crop>/<class>`` for crops)
+with the input's voxel size and the region's world translation, in ``output_dtype`` (float32, float16,
+or uint8 = round(p * 255); see ``probabilities``) compressed with ``output_compressor``. Blocks are aligned to the region start
 and are whole numbers of chunks (concurrent writers never share one). A block reads its input plus
 context (fill 0 beyond the volume) and writes only its interior. Same-size models: overlapping patches
 on one tile grid per region (results do not depend on blocks or ranks), blended by centre-weighted
@@ -44,6 +45,7 @@ from bioloop.data.ngff import Volume, create_volume
 from bioloop.data.sources import open_image, open_native
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import DataError
+from bioloop.tasks.segmentation import probabilities as probs_io
 from bioloop.tasks.segmentation.data import axis_starts
 from bioloop.tasks.segmentation.transforms import Normalizer
 
@@ -68,12 +70,17 @@ def parse_roi(text: str | None, where: str = "--roi") -> tuple[tuple[float, ...]
     return start, stop
 
 
+def _axis_window(n: int) -> np.ndarray:
+    """One axis of the blending window: highest in the centre, small but non-zero at the edges."""
+    position = (np.arange(n, dtype=np.float32) + 0.5) / n
+    return (1.0 - 0.9 * np.abs(2 * position - 1) if n > 1 else np.ones(1, np.float32)).astype(np.float32)
+
+
 def _window(patch: tuple[int, ...]) -> np.ndarray:
-    """Blending weights: highest in the patch centre, small but non-zero at its edges."""
+    """Blending weights: the outer product of the per-axis windows."""
     weights = np.ones((), np.float32)
     for n in patch:
-        position = (np.arange(n, dtype=np.float32) + 0.5) / n
-        weights = np.multiply.outer(weights, 1.0 - 0.9 * np.abs(2 * position - 1) if n > 1 else np.ones(1, np.float32))
+        weights = np.multiply.outer(weights, _axis_window(n))
     return weights.astype(np.float32)
 
 
@@ -87,6 +94,7 @@ class _Pass(NamedTuple):
     context: tuple[int, ...]  # input voxels read on each side of a tile's output
     margin: tuple[int, ...]  # voxels tiled around the region so its border sees real context
     window: np.ndarray  # blending weights (ones for valid models)
+    axis_windows: tuple  # its per-axis factors: window = their outer product
 
 
 @dataclass
@@ -100,6 +108,7 @@ class _Job:
     root: Path
     grids: list = field(default_factory=list)  # per pass, per axis: tile starts in volume voxels
     arrays: dict = field(default_factory=dict)
+    dtype: str = "float32"  # what the class arrays store (output_dtype)
 
 
 class _Block(NamedTuple):
@@ -151,17 +160,18 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
     blocks = [_Block(i, *b) for i, b in enumerate(b for job in jobs for b in _job_blocks(job, block))]
     for job in jobs:
         job.grids = [_grid(job, p) for p in passes]
+    stored = _stored(cfg)
     fingerprint = json.loads(json.dumps({
         "input": _absolute(input), "crops": _absolute(crops), "scale": scale, "classes": classes,
         "regions": [[job.prefix.relative_to(output).as_posix(), job.start, job.shape] for job in jobs],
-        "zarr_format": int(getattr(cfg, "output_zarr_format", 3)), "patch": patch, "block_shape": block, "overlap": overlap, "tta": tta, "orthoplanes": orthoplanes,
+        "zarr_format": int(getattr(cfg, "output_zarr_format", 3)), **stored, "patch": patch, "block_shape": block, "overlap": overlap, "tta": tta, "orthoplanes": orthoplanes,
         "activation": activation, "normalization": norm_state, "weights": _digest(model),
         "checkpoint": extras.get("checkpoint"), "step": extras.get("step"), "blocks": len(blocks)}, default=str))
     device = device or next(iter(model.parameters()), torch.empty(0)).device
     runner = _Runner(model.eval(), passes, classes, activation, tta, torch.device(device),
                      batch_size or cfg.validation_batch_size or cfg.batch_size, Normalizer.from_state(norm_state))
     _prepare(output, fingerprint, jobs, classes, scale, _chunk_shape(block), rank=rank, overwrite=overwrite,
-             resume=resume, zarr_format=int(getattr(cfg, "output_zarr_format", 3)))
+             resume=resume, zarr_format=int(getattr(cfg, "output_zarr_format", 3)), **stored)
     done = set(os.listdir(output / _MARKERS))
     mine = [b for b in blocks if b.index % world_size == rank and f"{b.index}.done" not in done]
     bar = tqdm(total=sum(runner.count(b) for b in mine), desc="predict", unit="tile",
@@ -177,6 +187,17 @@ def predict_volume(cfg, model, *, extras: dict, input: str | None = None, output
     if rank == 0 or not distributed:
         _remove_markers_when_complete(output, len(blocks))
     return output
+
+
+def _stored(cfg) -> dict:
+    """``output_dtype`` and ``output_compressor``, checked (configs built in code skip the schema)."""
+    dtype = str(getattr(cfg, "output_dtype", "float32"))
+    compressor = str(getattr(cfg, "output_compressor", "zstd"))
+    if dtype not in probs_io.OUTPUT_DTYPES:
+        raise DataError.at("output_dtype", f"expected one of {list(probs_io.OUTPUT_DTYPES)}", got=dtype)
+    if compressor not in probs_io.COMPRESSORS:
+        raise DataError.at("output_compressor", f"expected one of {list(probs_io.COMPRESSORS)}", got=compressor)
+    return {"output_dtype": dtype, "output_compressor": compressor}
 
 
 def _announce(cfg, classes, scale, patch, checkpoint) -> None:
@@ -225,7 +246,8 @@ def _passes(model, patch, spatial_dims, overlap, orthoplanes) -> list[_Pass]:
         step = tuple(max(1, int(round(p * (1 - overlap)))) if blend else p for p in p_out)
         passes.append(_Pass(p_in, p_out, step, drop, tuple((i - o) // 2 for i, o in zip(p_in, p_out)),
                             tuple(p // 2 if blend and p > 1 else 0 for p in p_in),
-                            _window(p_out) if blend else np.ones(p_out, np.float32)))
+                            _window(p_out) if blend else np.ones(p_out, np.float32),
+                            tuple(_axis_window(n) if blend else np.ones(n, np.float32) for n in p_out)))
     return passes
 
 
@@ -344,13 +366,14 @@ def _block_tiles(block: _Block, k: int, p: _Pass) -> list[np.ndarray]:
 
 
 def _prepare(output: Path, fingerprint, jobs, classes, scale, chunks, *, rank, overwrite, resume,
-             zarr_format: int = 3) -> None:
+             zarr_format: int = 3, output_dtype: str = "float32", output_compressor: str = "zstd") -> None:
     """Rank 0 checks/creates the output; the other ranks wait for it; every rank opens the arrays."""
     error = None
     if rank == 0:
         try:
             _create_or_check(output, fingerprint, jobs, classes, scale, chunks, overwrite=overwrite, resume=resume,
-                             zarr_format=zarr_format)
+                             zarr_format=zarr_format, output_dtype=output_dtype,
+                             output_compressor=output_compressor)
         except DataError as exc:
             error = str(exc)
     if dist.is_available() and dist.is_initialized():
@@ -368,10 +391,11 @@ def _prepare(output: Path, fingerprint, jobs, classes, scale, chunks, *, rank, o
         raise DataError(error)
     for job in jobs:
         job.arrays = {name: zarr.open_array(str(job.prefix / name / "s0"), mode="r+") for name in classes}
+        job.dtype = output_dtype
 
 
 def _create_or_check(output: Path, fingerprint, jobs, classes, scale, chunks, *, overwrite, resume,
-                     zarr_format: int = 3) -> None:
+                     zarr_format: int = 3, output_dtype: str = "float32", output_compressor: str = "zstd") -> None:
     exists = DataError.at(str(output), "output already exists", fix="choose another --output or pass --overwrite")
     if output.exists() and overwrite:
         shutil.rmtree(output)
@@ -389,10 +413,12 @@ def _create_or_check(output: Path, fingerprint, jobs, classes, scale, chunks, *,
     for job in jobs:
         translation = job.volume.voxel_to_world(job.start)
         for name in classes:
-            create_volume(job.prefix / name, job.shape, "float32", scale=scale, translation=translation,
+            create_volume(job.prefix / name, job.shape, output_dtype, scale=scale, translation=translation,
                           chunks=chunks, zarr_format=zarr_format,
+                          compressors=probs_io.compressors(output_compressor, zarr_format),
                           attributes={"bioloop": {"kind": "probability", "class": name,
-                                                  "raw": _absolute(job.volume.path)}})
+                                                  "raw": _absolute(job.volume.path),
+                                                  **probs_io.attributes(output_dtype)}})
     # written last: its presence tells the other ranks that every array exists
     meta = {"zarr_format": 3, "node_type": "group", "attributes": {"bioloop_predict": fingerprint}}
     _atomic_write(output / _MARKERS / "zarr.json", json.dumps(meta, indent=1))
@@ -414,7 +440,7 @@ def _write_block(block: _Block, probs: np.ndarray, classes) -> None:
     """Write a block's interior into every class array, then mark the block finished."""
     box = tuple(slice(a - s, b - s) for a, b, s in zip(block.start, block.stop, block.job.start))
     for c, name in enumerate(classes):
-        block.job.arrays[name][box] = probs[c]
+        block.job.arrays[name][box] = probs_io.encode(probs[c], block.job.dtype)
     _atomic_write(block.job.root / _MARKERS / f"{block.index}.done", "")
 
 
@@ -471,8 +497,16 @@ class _Runner:
         out_lo = [int(t[0]) for t in tiles]
         out_shape = [int(t[-1]) + n - int(t[0]) for t, n in zip(tiles, p.patch_out)]
         acc = torch.zeros((len(self.classes), *out_shape), dtype=torch.float32, device=self.device)
-        weight = torch.zeros(out_shape, dtype=torch.float32, device=self.device)
         window = torch.from_numpy(np.asarray(p.window, np.float32)).to(self.device)
+        # the tiles form a product grid and the window is separable, so the summed weights are the
+        # outer product of per-axis sums (3 small vectors instead of one full-size add per tile)
+        sums = []
+        for t, lo, n, w in zip(tiles, out_lo, out_shape, p.axis_windows):
+            total = np.zeros(n, np.float32)
+            for s in t.tolist():
+                total[s - lo:s - lo + len(w)] += w
+            sums.append(total)
+        weight = torch.from_numpy(np.multiply.outer(np.multiply.outer(sums[0], sums[1]), sums[2])).to(self.device)
         starts = list(itertools.product(*(t.tolist() for t in tiles)))
         for first in range(0, len(starts), self.batch_size):
             chunk = starts[first:first + self.batch_size]
@@ -481,7 +515,6 @@ class _Runner:
             for start, tile in zip(chunk, self._forward(batch[:, None], p)):
                 box = tuple(slice(s - o, s - o + n) for s, o, n in zip(start, out_lo, p.patch_out))
                 acc[(slice(None), *box)].addcmul_(tile, window)
-                weight[box] += window
             bar.update(len(chunk))
         inner = tuple(slice(a - o, b - o) for a, b, o in zip(block.start, block.stop, out_lo))
         if not bool((weight[inner] > 0).all()):  # a tiling bug: never write holes silently

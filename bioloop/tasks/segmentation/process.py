@@ -1,6 +1,7 @@
 """`bioloop process`: class probabilities -> semantic masks and instance labels, blockwise.
 
-Input ``<input>/<class>`` holds float32 probabilities (written by predict); output
+Input ``<input>/<class>`` holds probabilities written by predict (float32, float16, or uint8 rescaled
+to [0, 1] on read); output
 ``<output>/<class>`` is an OME-NGFF label image with the same voxel size and translation:
 uint8 0/1 for semantic classes, uint32/uint64 ids for instance classes. Instance images carry
 OME-NGFF ``image-label`` metadata and ``<output>`` lists them as a labels group (``labels``), so
@@ -36,6 +37,7 @@ from tqdm.auto import tqdm
 from bioloop.config import validators as v
 from bioloop.config.schema import setting
 from bioloop.data.ngff import create_volume, open_volume, write_labels_list
+from bioloop.tasks.segmentation.probabilities import decoded
 from bioloop.engine.progress import progress_enabled
 from bioloop.errors import ConfigError, DataError
 
@@ -147,8 +149,8 @@ def process_volume(cfg_process: ProcessConfig, classes, *, input: str, output: s
                               storage_options=options, show_progress=show_progress, zarr_format=zarr_format)
         write_labels_list(str(output).rstrip("/"), list(classes), zarr_format=zarr_format, storage_options=options)
         return output_path
-    volumes = {name: open_volume(f"{str(input).rstrip('/')}/{name}", None, storage_options=options)
-               for name in classes}
+    volumes = {name: decoded(open_volume(f"{str(input).rstrip('/')}/{name}", None, storage_options=options),
+                             f"{str(input).rstrip('/')}/{name}", options) for name in classes}
     for name, vol in volumes.items():
         if len(vol.spatial_shape) != 3:
             raise DataError.at(vol.path, "expected a (z, y, x) probability image", got=vol.spatial_shape)
