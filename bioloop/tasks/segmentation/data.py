@@ -325,14 +325,11 @@ class PatchSource:
         elif index is None:
             index = int(rng.integers(len(self.crops)))
         crop = self.crops[index]
-<<<<<<< HEAD
         if self.points is not None:
             from bioloop.tasks.segmentation.sampling import foreground_offset
 
-            offset = foreground_offset(rng, crop.shape, self.t_shape, self.points[index], cfg.foreground_sampling)
-        else:
-            offset = tuple(int(rng.integers(0, max(1, c - s + 1))) for c, s in zip(crop.shape, self.t_shape))
-=======
+            return crop, foreground_offset(rng, crop.shape, self.t_shape, self.points[index],
+                                           self.cfg.foreground_sampling)
         return crop, tuple(int(rng.integers(0, max(1, c - s + 1))) for c, s in zip(crop.shape, self.t_shape))
 
     def draw(self, rng: np.random.Generator, index: int | None = None) -> dict:
@@ -340,7 +337,6 @@ class PatchSource:
 
         cfg = self.cfg
         crop, offset = self._place(rng, index)
->>>>>>> main
         raw, target, cost = crop.read(offset, self.t_shape, self.in_shape, cfg.classes, self.margin,
                                       ids=cfg.instance_targets is not None)
         device_params = None
