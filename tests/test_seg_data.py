@@ -178,6 +178,8 @@ def test_foreground_sampling_centres_patches_on_class_voxels(seg_config):
     base_centre, _, base_mito = counts(uniform)
     assert holding == len(keys)  # every patch holds a class voxel (centred on one, or clamped at a crop border)
     assert centre > 0.75 * len(keys) > base_centre and mito > base_mito
-    assert torch.equal(centred[keys[0]]["target"], centred[keys[0]]["target"])  # a pure function of (index, seed)
+    batch = centred.source.draw_many([k[1] for k in keys[:8]], [k[0] for k in keys[:8]])  # the batched path
+    assert all(torch.allclose(s["target"], centred[k]["target"], equal_nan=True)  # same (index, seed) -> same patch
+               for k, s in zip(keys, batch))
     with pytest.raises(Exception, match="foreground_sampling"):
         load_config(seg_config(name="bad.py", extra="foreground_sampling = 1.5\n"))
