@@ -19,6 +19,8 @@ _EXAMPLES = Path(__file__).parent / "examples"
 # Wall time: the whole `bioloop demo` on a shared 2-core box, two runs at once; same-load pairs: 195 s (before,
 # seed 42) vs 177 s (16 ch, 3 x 60 x 4, seed 42); 215 s (before, seed 0) vs 189 s (this demo, seed 0);
 # 161 s (before, seed 1) vs 144 s (this demo, seed 2).
+# Alone on a quiet box with batched patch cutting: 63 s (before, seed 7) vs 66 s (this demo, seed 7; same
+# scores as per-sample cutting), so about today's time, 5 % more.
 #   model, patches, epochs x batches x batch size     seed  mito IoU  precision  recall  nuc IoU  wall
 #   8 ch, uniform, 8 x 60 x 4 (before)                  42    0.64      0.66       0.96    0.98     195 s
 #   8 ch, uniform, 8 x 60 x 4 (before)                   7    0.00      -          0.00    0.98
