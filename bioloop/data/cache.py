@@ -162,6 +162,7 @@ class ChunkedVolume:
     voxel_to_world = Volume.voxel_to_world
     read_world = Volume.read_world
     _full_box = Volume._full_box
+    _filled_box = Volume._filled_box
 
     def __init__(self, source, cache: ChunkCache, block: Sequence[int] | None = None):
         self.source = source
@@ -181,11 +182,7 @@ class ChunkedVolume:
         return np.ascontiguousarray(self.source.read(start, shape, fill=0))
 
     def read(self, start_vox: Sequence[int], shape_vox: Sequence[int], fill: float = 0) -> np.ndarray:
-        start, shape = self._full_box(start_vox, shape_vox)
-        dtype = self.dtype
-        if dtype.kind in "biu" and not float(fill).is_integer():
-            dtype = np.dtype(np.float32)
-        out = np.full(shape, fill, dtype=dtype)
+        start, shape, out = self._filled_box(start_vox, shape_vox, fill)
         s_start = [start[d] for d in self.spatial_dims]
         s_stop = [start[d] + shape[d] for d in self.spatial_dims]
         for d in range(self.ndim):  # non-spatial axes: only whole reads are served

@@ -81,11 +81,7 @@ class Volume:
         ``start_vox``/``shape_vox`` give either every axis or the spatial axes only (then
         non-spatial axes such as channels are read whole).
         """
-        start, shape = self._full_box(start_vox, shape_vox)
-        dtype = self.dtype
-        if dtype.kind in "biu" and not float(fill).is_integer():  # e.g. fill=nan on an integer image
-            dtype = np.dtype(np.float32)
-        out = np.full(shape, fill, dtype=dtype)
+        start, shape, out = self._filled_box(start_vox, shape_vox, fill)
         src, dst = [], []
         for b, n, size in zip(start, shape, self.shape):
             lo, hi = max(b, 0), min(b + n, size)
@@ -100,6 +96,15 @@ class Volume:
         """Read a box whose first voxel centre is nearest to ``start_nm`` (spatial axes, nm)."""
         start = [int(math.floor(v + 0.5)) for v in self.world_to_voxel(start_nm)]
         return self.read(start, shape_vox, fill)
+
+    def _filled_box(self, start_vox, shape_vox, fill) -> tuple[list[int], list[int], np.ndarray]:
+        """The full read box and an output array of its shape filled with ``fill`` (float32 when an
+        integer image is read with a non-integer fill such as NaN)."""
+        start, shape = self._full_box(start_vox, shape_vox)
+        dtype = self.dtype
+        if dtype.kind in "biu" and not float(fill).is_integer():
+            dtype = np.dtype(np.float32)
+        return start, shape, np.full(shape, fill, dtype=dtype)
 
     def _full_box(self, start_vox, shape_vox) -> tuple[list[int], list[int]]:
         start, shape = [int(v) for v in start_vox], [int(v) for v in shape_vox]

@@ -34,6 +34,7 @@ class ResampledVolume:
     voxel_to_world = Volume.voxel_to_world
     read_world = Volume.read_world
     _full_box = Volume._full_box
+    _filled_box = Volume._filled_box
 
     def __init__(self, source: Any, scale: Sequence[float] | float, *, labels: bool = False):
         n = len(source.spatial_dims)
@@ -77,11 +78,7 @@ class ResampledVolume:
 
     def read(self, start_vox: Sequence[int], shape_vox: Sequence[int], fill: float = 0) -> np.ndarray:
         """Read a box of target voxels; voxels outside ``spatial_shape`` come back as ``fill``."""
-        start, shape = self._full_box(start_vox, shape_vox)
-        dtype = self.dtype
-        if dtype.kind in "biu" and not float(fill).is_integer():
-            dtype = np.dtype(np.float32)
-        out = np.full(shape, fill, dtype=dtype)
+        start, shape, out = self._filled_box(start_vox, shape_vox, fill)
         src_start, src_shape, dst, plans = list(start), list(shape), [slice(None)] * len(shape), {}
         for k, d in enumerate(self.spatial_dims):
             lo, hi = max(start[d], 0), min(start[d] + shape[d], self.spatial_shape[k])
@@ -92,7 +89,7 @@ class ResampledVolume:
             src_start[d], src_shape[d] = plan[0], plan[1]
             plans[d] = plan[2]
         data = self.source.read(src_start, src_shape, fill)
-        out[tuple(dst)] = self._apply(data, plans, dtype)
+        out[tuple(dst)] = self._apply(data, plans, out.dtype)
         return out
 
     def _plan(self, k: int, target: np.ndarray):
