@@ -33,6 +33,7 @@ from bioloop.data.synthetic_tracking import make_crossing_dataset
 from bioloop.tasks.tracking.io import read_slp
 from bioloop.tasks.tracking.metrics import mot_metrics
 from bioloop.tasks.tracking.types import Instances
+from tests.fakes import write_small_tracking_config
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -92,25 +93,7 @@ def scores(tmp_path_factory):
         test = make_crossing_dataset(root / "test", n_frames=SEQ_FRAMES, n_objects=_N_OBJECTS, image_size=_HW,
                                      seed=100)
         path = root / "cfg.py"
-        path.write_text(f"""
-task = "tracking"
-model = {{"d_model": 32, "nhead": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_layers_attn_head": 1,
-         "dropout": 0.0, "dropout_attn_head": 0.0,
-         "embedding_meta": {{"pos": {{"mode": "fixed"}}, "temp": {{"mode": "fixed"}}}},
-         "encoder_cfg": {{"model_name": "test_resnet", "in_chans": 3}}}}
-dataset = {{"train_dataset": {{"slp_files": {[d.slp_path for d in train]!r}, "crop_size": 12, "padding": 0,
-                               "clip_length": 8}}}}
-runner = {{"metrics": {{"test": {_METRICS!r}}}, "persistent_tracking": {{"test": True}}}}
-tracker = {{"window_size": 8}}
-optimizer = {{"name": "Adam", "lr": 3e-3}}
-epochs = 4
-iterations_per_epoch = 25
-batch_size = 2
-num_workers = 0
-random_seed = 0
-logs_save_path = "runs/logs"
-model_save_path = "runs/ckpt/{{model_name}}_{{epoch}}.pth"
-""")
+        write_small_tracking_config(path, [d.slp_path for d in train], _METRICS)
         cfg = api.load_config(str(path))
         assert api.train(cfg, quiet=True)["optimizer_steps"] == 100
         pred = api.predict(cfg, input=test.slp_path, output=str(root / "tracked.slp"), show_progress=False)

@@ -20,6 +20,7 @@ from bioloop import api
 from bioloop.data.synthetic_tracking import make_tracking_dataset
 from bioloop.engine.rng import seed_everything
 from bioloop.tasks import get_task
+from tests.fakes import write_small_tracking_config
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -32,24 +33,7 @@ _THREADS = 2 if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else 
 
 
 def _config(path, train_slps: list[str]) -> None:
-    path.write_text(f"""
-task = "tracking"
-model = {{"d_model": 32, "nhead": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_layers_attn_head": 1,
-         "dropout": 0.0, "dropout_attn_head": 0.0,
-         "embedding_meta": {{"pos": {{"mode": "fixed"}}, "temp": {{"mode": "fixed"}}}},
-         "encoder_cfg": {{"model_name": "test_resnet", "in_chans": 3}}}}
-dataset = {{"train_dataset": {{"slp_files": {train_slps!r}, "crop_size": 12, "padding": 0, "clip_length": 8}}}}
-runner = {{"metrics": {{"test": ["num_switches", "mota", "idf1"]}}, "persistent_tracking": {{"test": True}}}}
-tracker = {{"window_size": 8}}
-optimizer = {{"name": "Adam", "lr": 3e-3}}
-epochs = 4
-iterations_per_epoch = 25
-batch_size = 2
-num_workers = 0
-random_seed = 0
-logs_save_path = "runs/logs"
-model_save_path = "runs/ckpt/{{model_name}}_{{epoch}}.pth"
-""")
+    write_small_tracking_config(path, train_slps, ["num_switches", "mota", "idf1"])
 
 
 @pytest.fixture(scope="module")
